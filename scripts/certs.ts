@@ -32,7 +32,12 @@ export function makeCertificates(dir: string, services: readonly string[], force
     openssl(
       ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "825"]
         .concat(["-subj", "/O=Trellis/CN=Trellis development CA", "-keyout", "ca-key.pem", "-out", "ca.pem"])
-        .concat(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+        .concat([
+          "-addext",
+          "basicConstraints=critical,CA:TRUE",
+          "-addext",
+          "keyUsage=critical,keyCertSign,cRLSign",
+        ]),
       dir,
     );
     written.push(join(dir, "ca.pem"));
@@ -50,13 +55,28 @@ export function makeCertificates(dir: string, services: readonly string[], force
       ].join("\n"),
     );
     openssl(
-      ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        .concat(["-subj", `/O=Trellis/CN=${service}`, "-keyout", `${service}-key.pem`, "-out", `${service}.csr`]),
+      ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
+        "-subj",
+        `/O=Trellis/CN=${service}`,
+        "-keyout",
+        `${service}-key.pem`,
+        "-out",
+        `${service}.csr`,
+      ]),
       dir,
     );
     openssl(
-      ["x509", "-req", "-in", `${service}.csr`, "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial"]
-        .concat(["-days", "397", "-out", `${service}.pem`, "-extfile", `${service}.ext`]),
+      [
+        "x509",
+        "-req",
+        "-in",
+        `${service}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+      ].concat(["-days", "397", "-out", `${service}.pem`, "-extfile", `${service}.ext`]),
       dir,
     );
     execFileSync("rm", ["-f", `${service}.csr`, `${service}.ext`], { cwd: dir });
@@ -75,7 +95,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   try {
     const written = makeCertificates(dir, services, values.force);
     console.log(written.length > 0 ? `wrote ${written.join(", ")}` : `certificates in ${dir} are up to date`);
-    console.log(`a service uses TLS_CERT_FILE=${dir}/<service>.pem TLS_KEY_FILE=${dir}/<service>-key.pem TLS_CA_FILE=${dir}/ca.pem`);
+    console.log(
+      `a service uses TLS_CERT_FILE=${dir}/<service>.pem TLS_KEY_FILE=${dir}/<service>-key.pem TLS_CA_FILE=${dir}/ca.pem`,
+    );
   } catch (error) {
     console.error(`certs: ${error instanceof Error ? error.message : error}`);
     process.exit(1);
