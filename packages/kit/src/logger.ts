@@ -1,0 +1,165 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { context, isSpanContextValid, trace } from "@opentelemetry/api";
+import { type DestinationStream, type Level, type Logger, pino, stdSerializers } from "pino";
+import { callerServiceKey, principalKey, requestIdKey } from "./context.js";
+import { observeRpc, rpcCodeName, rpcMethodName } from "./metrics.js";
+
+export type { Logger } from "pino";
+
+/** Options of createLogger. */
+export interface LoggerOptions {
+  /** The service name, written on every line as `service`. */
+  readonly service: string;
+  /** The lowest level written (pino level names, or "silent"); "info" by default. */
+  readonly level?: Level | "silent";
+  /** Where lines go; stdout by default. Tests pass a stream they read. */
+  readonly destination?: DestinationStream;
+}
+
+const REDACTED = "[REDACTED]";
+
+// Keys whose values are secrets wherever they appear, however deep.
+const sensitiveKey =
+  /authorization|cookie|password|passwd|secret|token|api[-_]?key|private[-_]?key|credential|recovery[-_]?code|totp/i;
+
+// Bearer credentials and JWT-shaped strings inside free text (error messages, log messages).
+const bearerText = /\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*/gi;
+const jwtText = /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g;
+
+const redactKeys = ["authorization", "cookie", "set-cookie", "password", "token", "secret"];
+const redactPaths = [
+  ...redactKeys.flatMap((key) => [`["${key}"]`, `*["${key}"]`]),
+  ...[
+    "accessToken",
+    "refreshToken",
+    "access_token",
+    "refresh_token",
+    "clientSecret",
+    "client_secret",
+  ].flatMap((key) => [key, `*.${key}`]),
+  ...["authorization", "cookie"].flatMap((key) => [`req.headers["${key}"]`, `request.headers["${key}"]`]),
+];
+
+/** Replaces bearer credentials and JWT-shaped substrings of text by a marker. */
+export function scrubText(text: string): string {
+  if (!text.includes("Bearer") && !text.includes("Basic") && !text.includes("eyJ")) return text;
+  return text.replace(bearerText, `$1 ${REDACTED}`).replace(jwtText, REDACTED);
+}
+
+/** A copy of value with every secret-named key's value and every token-shaped text redacted. */
+export function scrubSecrets(value: unknown, depth = 0): unknown {
+  if (typeof value === "string") return scrubText(value);
+  if (value === null || typeof value !== "object" || depth > 8) return value;
+  if (Array.isArray(value)) return value.map((item) => scrubSecrets(item, depth + 1));
+  if (value instanceof Error) return scrubSecrets(stdSerializers.errWithCause(value), depth);
+  if (value instanceof Uint8Array || value instanceof Date) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, child] of Object.entries(value)) {
+    out[key] = sensitiveKey.test(key) ? REDACTED : scrubSecrets(child, depth + 1);
+  }
+  return out;
+}
+
+/** The active span's ids, as log fields; empty outside a trace. */
+function traceFields(): Record<string, string> {
+  const span = trace.getSpan(context.active());
+  if (!span) return {};
+  const ids = span.spanContext();
+  return isSpanContextValid(ids) ? { trace_id: ids.traceId, span_id: ids.spanId } : {};
+}
+
+/**
+ * A pino JSON logger stamped with `service` and the active trace and span ids, which never writes
+ * an authorization header, cookie, password, secret or token, at any depth or inside message text.
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const errSerializer = (error: unknown) => scrubSecrets(error);
+  return pino(
+    {
+      level: options.level ?? "info",
+      base: { service: options.service },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: redactPaths, censor: REDACTED },
+      serializers: { err: errSerializer, error: errSerializer, cause: errSerializer },
+      formatters: {
+        level: (label) => ({ level: label }),
+        log: (object) => scrubSecrets(object) as Record<string, unknown>,
+      },
+      mixin: traceFields,
+      hooks: {
+        logMethod(args, method) {
+          const cleaned = args.map((arg) => (typeof arg === "string" ? scrubText(arg) : arg));
+          method.apply(this, cleaned as Parameters<typeof method>);
+        },
+      },
+    },
+    options.destination ?? pino.destination({ dest: 1, sync: false }),
+  );
+}
+
+// Codes that mean the server failed: logged at error level with the cause.
+const serverFailures = new Set([Code.Internal, Code.Unknown, Code.DataLoss]);
+// Codes that mean a dependency or capacity problem rather than a bad request.
+const degraded = new Set([
+  Code.Unavailable,
+  Code.DeadlineExceeded,
+  Code.ResourceExhausted,
+  Code.Unimplemented,
+]);
+
+/** The generic message every internal failure is answered with; the cause stays in the log. */
+export const internalErrorMessage = "internal error";
+
+/**
+ * The error the client should see for error: ConnectErrors as thrown, except that internal and
+ * unknown failures and anything that is not a ConnectError get a generic message (cause kept).
+ */
+export function toPublicError(error: unknown, signal?: AbortSignal): ConnectError {
+  if (error instanceof ConnectError) {
+    if (!serverFailures.has(error.code) || error.rawMessage === internalErrorMessage) return error;
+    return new ConnectError(
+      internalErrorMessage,
+      error.code,
+      error.metadata,
+      undefined,
+      error.cause ?? error,
+    );
+  }
+  // A handler that failed because its call was cancelled or ran out of time reports that, not a fault.
+  if (signal?.aborted && signal.reason instanceof ConnectError) return signal.reason;
+  return new ConnectError(internalErrorMessage, Code.Internal, undefined, undefined, error);
+}
+
+/**
+ * A server interceptor writing one line per RPC — method, code, duration_ms, trace and request
+ * ids, calling service, user and tenant, never a message body or credential — and turning
+ * internal failures into a generic error for the client, logging their cause at error level.
+ */
+export function createLoggingInterceptor(logger: Logger): Interceptor {
+  return (next) => (req) => {
+    const start = performance.now();
+    return observeRpc(next, req, (error) => {
+      const failure = error === undefined ? undefined : toPublicError(error, req.signal);
+      const principal = req.contextValues.get(principalKey);
+      const line: Record<string, unknown> = {
+        method: rpcMethodName(req),
+        code: rpcCodeName(failure?.code),
+        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+        request_id: req.contextValues.get(requestIdKey) || undefined,
+        peer_service: req.contextValues.get(callerServiceKey),
+        user_id: principal?.userId,
+        tenant_id: principal?.tenantId,
+      };
+      if (!failure) {
+        logger.info(line, "rpc");
+      } else if (serverFailures.has(failure.code)) {
+        logger.error({ ...line, err: failure.cause ?? error }, "rpc failed");
+      } else {
+        line.error = failure.rawMessage;
+        if (degraded.has(failure.code)) logger.warn(line, "rpc failed");
+        else logger.info(line, "rpc failed");
+      }
+      return failure;
+    });
+  };
+}
