@@ -288,6 +288,8 @@ export function kitConfigSchema(defaultPort: number) {
     JWT_AUDIENCE: env.string({ default: "trellis" }),
     NATS_URL: env.url({ default: "nats://127.0.0.1:4222", protocols: ["nats", "tls"] }),
     DATABASE_URL: env.url({ optional: true, protocols: ["postgres", "postgresql"] }),
+    // 1 against PGlite (the embedded store of `npm start`), which serves one connection at a time.
+    DATABASE_POOL_MAX: env.int({ default: 10, min: 1, max: 200 }),
   };
 }
 

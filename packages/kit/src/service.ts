@@ -107,7 +107,7 @@ export async function startServiceInstance(
   try {
     let sql: Db | undefined;
     if (config.DATABASE_URL) {
-      sql = createDb(config.DATABASE_URL, { service: name });
+      sql = createDb(config.DATABASE_URL, { service: name, max: config.DATABASE_POOL_MAX });
       const db = sql;
       cleanup.push(() => db.end({ timeout: 5 }));
       // The kit's tables (outbox, inbox) come first, then the service's own.
@@ -141,7 +141,9 @@ export async function startServiceInstance(
 
     let relay: Relay | undefined;
     if (definition.stream && sql && nats) {
-      relay = await startRelay({ sql, nats, service: name, logger, stream: definition.stream });
+      // LISTEN holds a connection of its own: not with a pool of one.
+      const listen = config.DATABASE_POOL_MAX > 1;
+      relay = await startRelay({ sql, nats, service: name, logger, stream: definition.stream, listen });
       registerOutboxMetrics(metrics, relay);
     }
     const health: Record<string, HealthCheck> = { ...parts.health };

@@ -1,0 +1,65 @@
+import { execFile } from "node:child_process";
+import { writeFile, mkdir } from "node:fs/promises";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** One h2load run's numbers. */
+export interface LoadResult {
+  readonly requests: number;
+  readonly succeeded: number;
+  readonly failed: number;
+  readonly rps: number;
+  readonly meanMs: number;
+  readonly sdMs: number;
+}
+
+/** Inputs of a load run: the same for every target of one benchmark. */
+export interface LoadOptions {
+  readonly requests: number;
+  readonly clients: number;
+  readonly streams: number;
+  readonly headers: Record<string, string>;
+  readonly bodyFile: string;
+}
+
+/** Runs h2load (Debian's nghttp2-client) against an h2c URL and parses its summary. */
+export async function h2load(url: string, o: LoadOptions): Promise<LoadResult> {
+  const args = ["-n", String(o.requests), "-c", String(o.clients), "-m", String(o.streams), "-t", "1"];
+  for (const [k, v] of Object.entries(o.headers)) args.push("-H", `${k}: ${v}`);
+  args.push("-d", o.bodyFile, url);
+  const { stdout } = await run("h2load", args, { maxBuffer: 1 << 24 });
+  const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(stdout)?.[1]);
+  const counts = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
+  const latency = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(
+    stdout,
+  );
+  if (!counts || !latency || Number.isNaN(rps)) throw new Error(`cannot parse h2load output:\n${stdout}`);
+  const ms = (v: string | undefined, unit: string | undefined) =>
+    Number(v) * (unit === "us" ? 0.001 : unit === "s" ? 1000 : 1);
+  return {
+    requests: o.requests,
+    succeeded: Number(counts[2]),
+    failed: Number(counts[3]),
+    rps,
+    meanMs: ms(latency[5], latency[6]),
+    sdMs: ms(latency[7], latency[8]),
+  };
+}
+
+/** Writes a benchmark's results and inputs to bench/results/<name>.json. */
+export async function writeResults(name: string, data: unknown): Promise<string> {
+  const dir = new URL("./results/", import.meta.url);
+  await mkdir(dir, { recursive: true });
+  const file = new URL(`${name}.json`, dir);
+  await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
+  return file.pathname;
+}
+
+/** Encodes one gRPC length-prefixed message frame. */
+export function grpcFrame(message: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(5 + message.length);
+  new DataView(frame.buffer).setUint32(1, message.length);
+  frame.set(message, 5);
+  return frame;
+}
