@@ -8,17 +8,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { createAccessInterceptor } from "@trellis/kit/access.js";
-import { createLogger } from "@trellis/kit/logger.js";
-import { type ServiceDefinition, startServiceInstance } from "@trellis/kit/service.js";
-import { startService } from "@trellis/kit/server.js";
-import { createValidationInterceptor } from "@trellis/kit/validation.js";
 import {
   EchoRequestSchema,
   EchoResponseSchema,
   file_trellis_testing_v1_testing,
   TestService,
 } from "@trellis/gen/trellis/testing/v1/testing_pb.js";
+import { createAccessInterceptor } from "@trellis/kit/access.js";
+import { createLogger } from "@trellis/kit/logger.js";
+import { startService } from "@trellis/kit/server.js";
+import { type ServiceDefinition, startServiceInstance } from "@trellis/kit/service.js";
+import { createValidationInterceptor } from "@trellis/kit/validation.js";
 import { pino } from "pino";
 import { Registry } from "prom-client";
 import { grpcFrame, h2load, type LoadOptions, type LoadResult, writeResults } from "./lib-load.js";
@@ -82,7 +82,9 @@ async function bareGrpcJs(): Promise<{ port: number; close: () => Promise<void> 
     },
   );
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
   return { port, close: () => new Promise((r) => server.tryShutdown(() => r())) };
 }
@@ -143,7 +145,9 @@ async function measure(name: string, start: () => Promise<{ port: number; close:
     if (result.failed > 0 || result.succeeded !== result.requests) {
       throw new Error(`${name}: ${result.failed} failed of ${result.requests}`);
     }
-    console.log(`${name.padEnd(18)} ${result.rps.toFixed(0).padStart(8)} req/s  mean ${result.meanMs.toFixed(2)} ms`);
+    console.log(
+      `${name.padEnd(18)} ${result.rps.toFixed(0).padStart(8)} req/s  mean ${result.meanMs.toFixed(2)} ms`,
+    );
     return result;
   } finally {
     await server.close();
@@ -164,7 +168,9 @@ const ratios = {
 const targets = { kitVsBareHttp2: ">= 0.6", kitVsGrpcJs: ">= 1.2", telemetryCost: "<= 0.10" };
 console.log(`kit / bare http2    ${ratios.kitVsBareHttp2.toFixed(2)}x  (target ${targets.kitVsBareHttp2})`);
 console.log(`kit / bare grpc-js  ${ratios.kitVsGrpcJs.toFixed(2)}x  (target ${targets.kitVsGrpcJs})`);
-console.log(`telemetry cost      ${(ratios.telemetryCost * 100).toFixed(1)}%  (target ${targets.telemetryCost})`);
+console.log(
+  `telemetry cost      ${(ratios.telemetryCost * 100).toFixed(1)}%  (target ${targets.telemetryCost})`,
+);
 const file = await writeResults("kit", {
   when: new Date().toISOString(),
   inputs: { ...load, warmup, path, tool: "h2load -t 1", node: process.version },

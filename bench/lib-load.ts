@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { writeFile, mkdir } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
@@ -31,9 +31,10 @@ export async function h2load(url: string, o: LoadOptions): Promise<LoadResult> {
   const { stdout } = await run("h2load", args, { maxBuffer: 1 << 24 });
   const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(stdout)?.[1]);
   const counts = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
-  const latency = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(
-    stdout,
-  );
+  const latency =
+    /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(
+      stdout,
+    );
   if (!counts || !latency || Number.isNaN(rps)) throw new Error(`cannot parse h2load output:\n${stdout}`);
   const ms = (v: string | undefined, unit: string | undefined) =>
     Number(v) * (unit === "us" ? 0.001 : unit === "s" ? 1000 : 1);

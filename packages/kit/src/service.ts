@@ -4,7 +4,14 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import type { NatsConnection } from "nats";
 import { Gauge, Registry } from "prom-client";
 import { createAccessInterceptor } from "./access.js";
-import { ConfigError, type ConfigSource, type KitConfig, kitConfigSchema, loadConfig, tlsFiles } from "./config.js";
+import {
+  ConfigError,
+  type ConfigSource,
+  type KitConfig,
+  kitConfigSchema,
+  loadConfig,
+  tlsFiles,
+} from "./config.js";
 import { createDb, type Db, postgresCheck } from "./db.js";
 import type { HealthCheck } from "./health.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -93,7 +100,11 @@ export async function startServiceInstance(
   if (definition.migrationsDir && !config.DATABASE_URL) {
     throw new ConfigError([{ variable: "DATABASE_URL", problem: "missing" }]);
   }
-  const logger = createLogger({ service: name, level: config.LOG_LEVEL, destination: options.logDestination });
+  const logger = createLogger({
+    service: name,
+    level: config.LOG_LEVEL,
+    destination: options.logDestination,
+  });
   const tracing = createTracing({ service: name, otlpEndpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const metrics = new Registry();
   const files = tlsFiles(config);
@@ -111,7 +122,8 @@ export async function startServiceInstance(
       const db = sql;
       cleanup.push(() => db.end({ timeout: 5 }));
       // The kit's tables (outbox, inbox) come first, then the service's own.
-      if (definition.migrationsDir) await migrate(sql, { dir: definition.migrationsDir, service: name, logger });
+      if (definition.migrationsDir)
+        await migrate(sql, { dir: definition.migrationsDir, service: name, logger });
       else await migrate(sql, { dir: KIT_MIGRATIONS_DIR, service: "kit", logger, kit: false });
     }
     let nats: NatsConnection | undefined;
@@ -130,7 +142,11 @@ export async function startServiceInstance(
       sql,
       nats,
       tokens: config.JWKS_URL
-        ? createTokenVerifier({ jwksUrl: config.JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE })
+        ? createTokenVerifier({
+            jwksUrl: config.JWKS_URL,
+            issuer: config.JWT_ISSUER,
+            audience: config.JWT_AUDIENCE,
+          })
         : noJwksVerifier,
       tls,
       injectTrace: (headers) => {
@@ -158,7 +174,11 @@ export async function startServiceInstance(
       routes: parts.routes,
       files: definition.files,
       interceptors: [
-        ...observabilityInterceptors({ logger, metrics: createRpcMetrics(metrics, name), tracer: tracing.tracer }),
+        ...observabilityInterceptors({
+          logger,
+          metrics: createRpcMetrics(metrics, name),
+          tracer: tracing.tracer,
+        }),
         createAccessInterceptor({ verifier: parts.tokens ?? deps.tokens }),
         createValidationInterceptor(),
         ...(parts.interceptors ?? []),
@@ -173,7 +193,9 @@ export async function startServiceInstance(
         async () => parts.stop?.(),
         async () => {
           if (!relay) return;
-          await relay.flush().catch((error) => logger.warn({ err: error }, "outbox not fully flushed at shutdown"));
+          await relay
+            .flush()
+            .catch((error) => logger.warn({ err: error }, "outbox not fully flushed at shutdown"));
           await relay.stop();
         },
         ...cleanup.reverse(),
@@ -197,7 +219,9 @@ export async function runService(definition: ServiceDefinition, source: ConfigSo
     if (error instanceof ConfigError) {
       process.stderr.write(`${definition.name}: bad configuration: ${error.message}\n`);
     } else {
-      process.stderr.write(`${definition.name}: failed to start: ${error instanceof Error ? error.stack : error}\n`);
+      process.stderr.write(
+        `${definition.name}: failed to start: ${error instanceof Error ? error.stack : error}\n`,
+      );
     }
     process.exit(1);
   }
@@ -233,7 +257,10 @@ export async function startTestService(
 
 const noJwksVerifier: TokenVerifier = {
   async verify() {
-    throw new ConnectError("access tokens cannot be verified: JWKS_URL is not configured", Code.Unauthenticated);
+    throw new ConnectError(
+      "access tokens cannot be verified: JWKS_URL is not configured",
+      Code.Unauthenticated,
+    );
   },
 };
 
