@@ -1,4 +1,4 @@
-// `npm run certs [-- --dir .certs] [--force] [service …]`: a development CA and one certificate per
+// `npm run certs [-- --dir .certs] [--force] [--new-ca] [service …]`: a development CA and one certificate per
 // service with a SPIFFE-style URI SAN (spiffe://trellis.local/ns/trellis/sa/<service>), made with
 // the openssl command line. Each certificate serves both as the service's server certificate
 // (DNS SANs localhost and <service>) and as its client certificate for mTLS calls.
@@ -21,14 +21,23 @@ function openssl(args: string[], cwd: string): void {
   execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
 }
 
-/** Writes ca.pem/ca-key.pem (once) and <service>.pem/<service>-key.pem into dir; returns the paths. */
-export function makeCertificates(dir: string, services: readonly string[], force = false): string[] {
+/**
+ * Writes ca.pem/ca-key.pem (when missing, or when newCa) and <service>.pem/<service>-key.pem into dir;
+ * returns the paths written. force re-signs the named services; a new CA re-signs every service named.
+ */
+export function makeCertificates(
+  dir: string,
+  services: readonly string[],
+  force = false,
+  newCa = false,
+): string[] {
   for (const s of services) {
     if (!namePattern.test(s)) throw new Error(`bad service name '${s}': lowercase letters, digits and '-'`);
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const written: string[] = [];
-  if (force || !existsSync(join(dir, "ca.pem"))) {
+  const caMissing = !existsSync(join(dir, "ca.pem"));
+  if (newCa || caMissing) {
     openssl(
       ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "825"]
         .concat(["-subj", "/O=Trellis/CN=Trellis development CA", "-keyout", "ca-key.pem", "-out", "ca.pem"])
@@ -43,7 +52,8 @@ export function makeCertificates(dir: string, services: readonly string[], force
     written.push(join(dir, "ca.pem"));
   }
   for (const service of services) {
-    if (!force && existsSync(join(dir, `${service}.pem`))) continue;
+    // Certificates signed by an old CA would no longer verify: a new CA re-signs every one named.
+    if (!force && !newCa && !caMissing && existsSync(join(dir, `${service}.pem`))) continue;
     const ext = join(dir, `${service}.ext`);
     writeFileSync(
       ext,
@@ -88,12 +98,21 @@ export function makeCertificates(dir: string, services: readonly string[], force
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { dir: { type: "string", default: ".certs" }, force: { type: "boolean", default: false } },
+    options: {
+      dir: { type: "string", default: ".certs" },
+      force: { type: "boolean", default: false },
+      "new-ca": { type: "boolean", default: false },
+    },
   });
   const dir = resolve(values.dir);
+  const newCa = values["new-ca"] === true;
+  if (newCa && positionals.length > 0) {
+    console.error("certs: --new-ca re-signs every service; name none");
+    process.exit(2);
+  }
   const services = positionals.length > 0 ? positionals : [...defaultIdentities];
   try {
-    const written = makeCertificates(dir, services, values.force);
+    const written = makeCertificates(dir, services, values.force, newCa);
     console.log(written.length > 0 ? `wrote ${written.join(", ")}` : `certificates in ${dir} are up to date`);
     console.log(
       `a service uses TLS_CERT_FILE=${dir}/<service>.pem TLS_KEY_FILE=${dir}/<service>-key.pem TLS_CA_FILE=${dir}/ca.pem`,
