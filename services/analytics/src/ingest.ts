@@ -1,0 +1,201 @@
+import { createHash } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { apiErrorCode } from "@trellis/kit/nats.js";
+import {
+  DiscardPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type NatsConnection,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+} from "nats";
+import type { Logger } from "pino";
+import { type BatchConsumer, startBatchConsumer } from "./batch-consumer.ts";
+import { createDomainRegistry, domainEventToInput } from "./domain-events.ts";
+import type { EventInput } from "./model.ts";
+import { type AnalyticsStore, checkEvents } from "./store.ts";
+
+/** Options for {@link createIngest}. */
+export interface IngestOptions {
+  readonly nats: NatsConnection;
+  readonly store: Pick<AnalyticsStore, "insertEvents">;
+  /** The durable buffer of accepted client events (default ANALYTICS_INGEST). */
+  readonly stream?: string;
+  /** Its subject (default analytics.ingest.events). */
+  readonly subject?: string;
+  /** Durable consumer name (default analytics). */
+  readonly durable?: string;
+  /** Bound of the buffer: accepted but not yet written messages and bytes (defaults 100 000, 1 GiB). */
+  readonly maxBufferedMessages?: number;
+  readonly maxBufferedBytes?: number;
+  readonly batchEvents?: number;
+  readonly flushIntervalMs?: number;
+  readonly ackWaitMs?: number;
+  /** Streams of the other services (AUTH, BILLING, CORE) whose events are stored too (default none). */
+  readonly domainStreams?: readonly string[];
+  readonly logger?: Pick<Logger, "warn" | "error">;
+}
+
+/** The ingestion pipeline: accept() makes events durable, start() writes them to ClickHouse. */
+export interface Ingest {
+  /** Creates or updates the ingest stream. */
+  ensureStream(): Promise<void>;
+  /** Validates and durably buffers events (all of one tenant); answers once JetStream stored them. */
+  accept(events: readonly EventInput[]): Promise<void>;
+  /** Starts the consumers of the ingest stream and of the domain streams. */
+  start(): Promise<void>;
+  /** Stops consuming after flushing what is held. */
+  stop(): Promise<void>;
+}
+
+// JetStream answers these when a stream with DiscardPolicy.New is full.
+const STREAM_FULL = new Set([10077, 10047, 10027]);
+
+interface Envelope {
+  readonly v: 1;
+  readonly events: readonly EventInput[];
+}
+
+/** The ingestion pipeline over one NATS connection and store. */
+export function createIngest(o: IngestOptions): Ingest {
+  const stream = o.stream ?? "ANALYTICS_INGEST";
+  const subject = o.subject ?? "analytics.ingest.events";
+  const durable = o.durable ?? "analytics";
+  const js: JetStreamClient = o.nats.jetstream();
+  let jsm: JetStreamManager | undefined;
+  const consumers: BatchConsumer[] = [];
+  const manager = async () => {
+    jsm ??= await o.nats.jetstreamManager();
+    return jsm;
+  };
+
+  let stopped = false;
+  async function retryUntilStarted(name: string, start: () => Promise<BatchConsumer>): Promise<void> {
+    while (!stopped) {
+      try {
+        const consumer = await start();
+        if (stopped) await consumer.stop();
+        else consumers.push(consumer);
+        return;
+      } catch (error) {
+        o.logger?.warn({ err: error, stream: name }, "analytics: domain stream not consumable yet");
+        await new Promise((resolve) => setTimeout(resolve, 2000).unref());
+      }
+    }
+  }
+
+  async function publish(data: Uint8Array, msgID: string): Promise<void> {
+    try {
+      await js.publish(subject, data, { msgID, timeout: 5000 });
+    } catch (error) {
+      const code = apiErrorCode(error);
+      if (code !== undefined && STREAM_FULL.has(code)) {
+        throw new ConnectError(
+          "ingestion buffer is full, retry later",
+          Code.ResourceExhausted,
+          undefined,
+          undefined,
+          error,
+        );
+      }
+      throw new ConnectError("ingestion buffer unavailable", Code.Unavailable, undefined, undefined, error);
+    }
+  }
+
+  return {
+    async ensureStream() {
+      const config = {
+        subjects: [subject],
+        retention: RetentionPolicy.Workqueue,
+        discard: DiscardPolicy.New,
+        storage: StorageType.File,
+        max_msgs: o.maxBufferedMessages ?? 100_000,
+        max_bytes: o.maxBufferedBytes ?? 1024 ** 3,
+        duplicate_window: nanos(120_000),
+      };
+      const m = await manager();
+      const info = await m.streams.info(stream).catch(() => undefined);
+      if (info) await m.streams.update(stream, { ...info.config, ...config });
+      else await m.streams.add({ name: stream, ...config });
+    },
+    async accept(events) {
+      if (events.length === 0) return;
+      checkEvents(events);
+      // One message per request keeps a batch all-or-none; a message too large for the server
+      // is split, and a client retry of the whole batch is harmless (ids are counted once).
+      const maxPayload = Math.max(64 * 1024, (o.nats.info?.max_payload ?? 1024 * 1024) - 4096);
+      const chunks: EventInput[][] = [];
+      let current: EventInput[] = [];
+      let size = 0;
+      for (const e of events) {
+        const bytes = Buffer.byteLength(JSON.stringify(e));
+        if (current.length > 0 && size + bytes > maxPayload) {
+          chunks.push(current);
+          current = [];
+          size = 0;
+        }
+        current.push(e);
+        size += bytes + 1;
+      }
+      chunks.push(current);
+      for (const chunk of chunks) {
+        // The same events accepted twice within the duplicate window are stored once by JetStream.
+        const hash = createHash("sha256");
+        for (const e of chunk) hash.update(`${e.tenantId}\n${e.eventId}\n`);
+        const envelope: Envelope = { v: 1, events: chunk };
+        await publish(new TextEncoder().encode(JSON.stringify(envelope)), hash.digest("hex"));
+      }
+    },
+    async start() {
+      const m = await manager();
+      const common = {
+        js,
+        jsm: m,
+        store: o.store,
+        batchEvents: o.batchEvents,
+        flushIntervalMs: o.flushIntervalMs,
+        ackWaitMs: o.ackWaitMs,
+        logger: o.logger,
+      };
+      consumers.push(
+        await startBatchConsumer({
+          ...common,
+          stream,
+          durable,
+          filterSubject: subject,
+          decode: (msg: JsMsg) => (msg.json() as Envelope).events.slice(),
+        }),
+      );
+      const registry = createDomainRegistry();
+      stopped = false;
+      for (const domainStream of o.domainStreams ?? []) {
+        // Another service's stream may not exist yet: keep trying until it does.
+        void retryUntilStarted(domainStream, () =>
+          startBatchConsumer({
+            ...common,
+            stream: domainStream,
+            durable,
+            decode: (msg: JsMsg) => {
+              const headers: Record<string, string> = {};
+              for (const key of msg.headers?.keys() ?? []) headers[key] = msg.headers?.get(key) ?? "";
+              const storedAtMs = Math.floor(msg.info.timestampNanos / 1e6);
+              if (!msg.subject.startsWith("trellis.")) return [];
+              const input = domainEventToInput(
+                registry,
+                { subject: msg.subject, headers, data: msg.data, storedAtMs },
+                Date.now(),
+              );
+              return input ? [input] : [];
+            },
+          }),
+        );
+      }
+    },
+    async stop() {
+      stopped = true;
+      await Promise.all(consumers.splice(0).map((c) => c.stop()));
+    },
+  };
+}
