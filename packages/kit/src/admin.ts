@@ -12,7 +12,12 @@ export interface AdminServerOptions {
   readonly health: HealthState;
   readonly metrics: Registry;
   readonly logger: Logger;
+  /** More GET routes by exact path, e.g. auth's /.well-known/jwks.json. */
+  readonly routes?: Readonly<Record<string, AdminRoute>>;
 }
+
+/** A GET route of the admin server: answers a content type and a body. */
+export type AdminRoute = () => Promise<{ readonly contentType: string; readonly body: string }>;
 
 /** A listening admin server. */
 export interface AdminServer {
@@ -27,10 +32,26 @@ export interface AdminServer {
  */
 export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
   const { health, metrics, logger } = options;
+  const routes = new Map(Object.entries(options.routes ?? {}));
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? "/").split("?", 1)[0];
+    const path = (req.url ?? "/").split("?", 1)[0] ?? "/";
+    const known = path === "/healthz" || path === "/readyz" || path === "/metrics" || routes.has(path);
     if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(path === "/healthz" || path === "/readyz" || path === "/metrics" ? 405 : 404).end();
+      res.writeHead(known ? 405 : 404).end();
+      return;
+    }
+    const route = routes.get(path);
+    if (route) {
+      route().then(
+        ({ contentType, body }) => {
+          res.writeHead(200, { "content-type": contentType, "cache-control": "max-age=60" });
+          res.end(req.method === "HEAD" ? undefined : body);
+        },
+        (error: unknown) => {
+          logger.error({ err: error, path }, "admin route failed");
+          res.writeHead(503, { "content-type": "text/plain; charset=utf-8" }).end("unavailable\n");
+        },
+      );
       return;
     }
     const text = (status: number, body: string) => {

@@ -24,8 +24,9 @@ import { ServerReflection as ServerReflectionV1 } from "@trellis/gen/grpc/reflec
 import { ServerReflection as ServerReflectionV1Alpha } from "@trellis/gen/grpc/reflection/v1alpha/reflection_pb.js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { type AdminServer, startAdminServer } from "./admin.js";
+import { type AdminRoute, type AdminServer, startAdminServer } from "./admin.js";
 import { callerServiceKey, requestIdKey } from "./context.js";
+import { createGrpcUnaryFastPath, useBufferTextEncoding } from "./grpc-unary.js";
 import { createHealthService, createHealthState, type HealthCheck, type HealthState } from "./health.js";
 import { createPeerIdentityResolver, type NodeServerRequest } from "./identity.js";
 import { createReflectionServices } from "./reflection.js";
@@ -64,6 +65,12 @@ export interface ServiceOptions {
   shutdownGraceMs?: number;
   /** Run in order once in-flight calls have finished (flush the relay, close pools). */
   onShutdown?: Array<() => Promise<void>>;
+  /** More GET routes on the admin port, by exact path. */
+  adminRoutes?: Readonly<Record<string, AdminRoute>>;
+  /** Serve plain gRPC unary calls on the kit's fast path instead of connect-node (default true). */
+  grpcUnaryFastPath?: boolean;
+  /** Called with the procedure ("/pkg.Service/Method") of each call the fast path serves (tests, debugging). */
+  onFastPathCall?: (procedure: string) => void;
 }
 
 /** A started service. */
@@ -103,15 +110,40 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     if (drain.draining) throw new ConnectError("server is shutting down", Code.Unavailable);
     return next(req);
   };
+  // Innermost, so the logging and metrics interceptors see the refusals too.
+  const interceptors = [...(options.interceptors ?? []), refuseWhileDraining];
+  const readMaxBytes = options.readMaxBytes ?? defaultReadMaxBytes;
+  const contextValues = (req: Pick<NodeServerRequest, "headers" | "socket">) =>
+    createContextValues()
+      .set(callerServiceKey, callerOf(req as NodeServerRequest))
+      .set(requestIdKey, requestIdOf(req));
+  const onFastPathCall = options.onFastPathCall;
+  useBufferTextEncoding();
+  // gRPC unary calls skip connect-node's per-call machinery; the same interceptors and handlers run.
+  const fastPath =
+    options.grpcUnaryFastPath === false
+      ? undefined
+      : createGrpcUnaryFastPath({
+          interceptors,
+          readMaxBytes,
+          shutdownSignal: shutdownController.signal,
+          contextValues: (headers, stream) =>
+            contextValues({ headers, socket: stream.session?.socket } as Pick<
+              NodeServerRequest,
+              "headers" | "socket"
+            >),
+          onCall(procedure) {
+            onFastPathCall?.(procedure);
+            return drain.enter();
+          },
+        });
   const handler = connectNodeAdapter({
-    // Innermost, so the logging and metrics interceptors see the refusals too.
-    interceptors: [...(options.interceptors ?? []), refuseWhileDraining],
-    readMaxBytes: options.readMaxBytes ?? defaultReadMaxBytes,
+    interceptors,
+    readMaxBytes,
     shutdownSignal: shutdownController.signal,
-    contextValues: (req) =>
-      createContextValues().set(callerServiceKey, callerOf(req)).set(requestIdKey, requestIdOf(req)),
+    contextValues,
     routes(router) {
-      options.routes(router);
+      options.routes(fastPath ? fastPath.record(router) : router);
       const own = servicesOf(router);
       for (const service of own) health.register(service.typeName);
       const reflection = createReflectionServices({
@@ -140,6 +172,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         onRequest,
       )
     : createServer({}, onRequest);
+  fastPath?.install(server);
   server.on("session", (session) => drain.addSession(session));
   server.on("connection", (socket: Socket) => drain.addSocket(socket));
   server.on("sessionError", (error) => logger.debug({ err: error }, "http2 session error"));
@@ -161,6 +194,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         health,
         metrics: options.metrics,
         logger,
+        routes: options.adminRoutes,
       });
     }
   } catch (error) {
@@ -246,7 +280,7 @@ function servicesOf(router: ConnectRouter): DescService[] {
   return [...new Set(router.handlers.map((h) => h.service))];
 }
 
-function requestIdOf(req: NodeServerRequest): string {
+function requestIdOf(req: Pick<NodeServerRequest, "headers">): string {
   const header = req.headers["x-request-id"];
   const value = Array.isArray(header) ? header[0] : header;
   // Only a short printable id is echoed into logs; anything else gets a fresh one.
@@ -297,6 +331,13 @@ function createDrainTracker() {
   let inFlight = 0;
   let draining = false;
   let onIdle: (() => void) | undefined;
+  const release = () => {
+    inFlight--;
+    if (draining) {
+      closeIdleHttp1();
+      if (inFlight === 0) onIdle?.();
+    }
+  };
 
   const closeIdleHttp1 = () => {
     for (const [socket, busy] of http1) if (busy === 0) socket.destroy();
@@ -327,13 +368,14 @@ function createDrainTracker() {
       }
       if (!socket) resetWhenAnswered(req as Http2ServerRequest);
       res.once("close", () => {
-        inFlight--;
         if (socket && http1.has(socket)) http1.set(socket, (http1.get(socket) ?? 1) - 1);
-        if (draining) {
-          closeIdleHttp1();
-          if (inFlight === 0) onIdle?.();
-        }
+        release();
       });
+    },
+    /** A fast-path call started; call what it returns when its stream has closed. */
+    enter() {
+      inFlight++;
+      return release;
     },
     begin() {
       draining = true;

@@ -4,6 +4,7 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import type { NatsConnection } from "nats";
 import { Gauge, Registry } from "prom-client";
 import { createAccessInterceptor } from "./access.js";
+import type { AdminRoute } from "./admin.js";
 import {
   ConfigError,
   type ConfigSource,
@@ -69,6 +70,8 @@ export interface ServiceParts {
   readonly health?: Record<string, HealthCheck>;
   /** Replaces deps.tokens in the access interceptor (auth verifies its own tokens from its DB). */
   readonly tokens?: TokenVerifier;
+  /** More GET routes on the admin port (auth serves /.well-known/jwks.json there). */
+  readonly adminRoutes?: Readonly<Record<string, AdminRoute>>;
   /** More server interceptors, innermost (after access and validation). */
   readonly interceptors?: Interceptor[];
   /** Starts background work (consumers, schedulers) once the server listens. */
@@ -172,6 +175,7 @@ export async function startServiceInstance(
       port: config.PORT,
       adminPort: config.ADMIN_PORT,
       routes: parts.routes,
+      adminRoutes: parts.adminRoutes,
       files: definition.files,
       interceptors: [
         ...observabilityInterceptors({

@@ -134,6 +134,13 @@ export function createAuthService(source: ConfigSource, options: AuthServiceOpti
       return {
         routes: build(deps),
         tokens: verifier,
+        // The other services verify tokens against this (their JWKS_URL), on auth's admin port.
+        adminRoutes: {
+          "/.well-known/jwks.json": async () => ({
+            contentType: "application/json",
+            body: JSON.stringify({ keys: await keys.jwks() }),
+          }),
+        },
         async start() {
           timer = setInterval(maintain, config.SIGNING_KEY_CHECK_INTERVAL);
           timer.unref();
