@@ -83,6 +83,8 @@ export function gatewayConfigSchema() {
     REVOCATIONS: env.bool({ default: true }),
     REVOCATIONS_STREAM: env.string({ default: "AUTH" }),
     CORS_ORIGINS: env.custom(originList, { default: [] }),
+    /** The built browser console (web/dist), served at / when set. */
+    WEB_DIR: env.string({ optional: true }),
     RATE_LIMITS: env.custom(parseRateLimits, { default: parseRateLimits("{}") }),
     /** Take the client address from X-Forwarded-For (only behind a proxy that sets it). */
     TRUST_PROXY: env.bool({ default: false }),

@@ -41,6 +41,7 @@ import {
   startRevocationFeed,
 } from "./revocations.js";
 import { routedServices } from "./routes.js";
+import { createStaticFiles } from "./static.js";
 import { createCachingVerifier } from "./token-cache.js";
 
 /** What the gateway runs with; everything but config and logger has a default. */
@@ -188,6 +189,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger,
   });
   const endpoints = createEndpoints({ services, routes, health, jwks, logger });
+  const staticFiles = config.WEB_DIR ? createStaticFiles(config.WEB_DIR) : undefined;
   const cors = createCors(config.CORS_ORIGINS);
 
   let listener: DualListener | undefined;
@@ -217,16 +219,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         return;
       }
       if (endpoints(req, res, path)) return;
-      rest(req, res, path, q < 0 ? "" : url.slice(q + 1)).then(
-        (served) => {
-          if (!served) writeJsonError(res, 404, Code.NotFound, "no route");
-        },
-        (error: unknown) => {
-          logger.error({ err: error, path }, "REST request failed");
-          if (!res.headersSent) writeJsonError(res, 500, Code.Internal, "internal error");
-          else res.end();
-        },
-      );
+      rest(req, res, path, q < 0 ? "" : url.slice(q + 1))
+        .then(async (served) => served || (staticFiles !== undefined && (await staticFiles(req, res, path))))
+        .then(
+          (served) => {
+            if (!served) writeJsonError(res, 404, Code.NotFound, "no route");
+          },
+          (error: unknown) => {
+            logger.error({ err: error, path }, "REST request failed");
+            if (!res.headersSent) writeJsonError(res, 500, Code.Internal, "internal error");
+            else res.end();
+          },
+        );
     },
   });
 
