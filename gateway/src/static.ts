@@ -48,6 +48,8 @@ export function createStaticFiles(dir: string) {
   };
   return async (req: NodeRequest, res: NodeResponse, path: string): Promise<boolean> => {
     if (req.method !== "GET" && req.method !== "HEAD") return false;
+    // API paths that matched no route stay 404s, never the console's page.
+    if (path.startsWith("/v1/") || path.startsWith("/trellis.") || path.startsWith("/grpc.")) return false;
     const file = await fileAt(path);
     if (!file) return false;
     let size: number;

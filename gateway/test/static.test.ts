@@ -62,6 +62,12 @@ describe("static console files (WEB_DIR)", () => {
     }
   });
 
+  it("leaves unmatched API paths to the gateway's 404", async () => {
+    for (const path of ["/v1/orders/", "/trellis.core.v1.CoreService/Nope", "/grpc.health.v1.Health/Nope"]) {
+      assert.equal((await fetch(base + path)).status, 404, path);
+    }
+  });
+
   it("answers 404 for a missing file with an extension, and ignores other methods", async () => {
     assert.equal((await fetch(`${base}/assets/missing.js`)).status, 404);
     assert.equal((await fetch(`${base}/`, { method: "POST" })).status, 404);
