@@ -3,7 +3,7 @@
 // embedded under .data/: PGlite behind pglite-socket per service database, chDB in the analytics
 // process, and a nats-server child with JetStream. Services talk mTLS with dev certificates.
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { makeCertificates } from "./certs.js";
 import { type Stoppable, startEmbeddedNats, startEmbeddedPostgres } from "./start-stores.js";
@@ -27,6 +27,12 @@ const log = (line: string) =>
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} launcher  ${line}\n`);
 
 async function main() {
+  // The console is built once (web/dist is not committed); `npm run build -w web` rebuilds it.
+  if (!existsSync(join(root, "web", "dist", "index.html"))) {
+    log("building the browser console (web/dist)");
+    const built = spawnSync("npm", ["run", "build", "-w", "web"], { cwd: root, stdio: "inherit" });
+    if (built.status !== 0) throw new Error("building web/ failed");
+  }
   const certDir = join(dataDir, "certs");
   makeCertificates(certDir, [...services.map((s) => s.name), "gateway"]);
   const tls = (name: string) => ({
@@ -68,6 +74,8 @@ async function main() {
     NATS_URL: natsUrl,
     LOG_LEVEL: process.env.LOG_LEVEL ?? "info",
     JWKS_URL: "http://127.0.0.1:9001/.well-known/jwks.json",
+    // A demo stack: owners may also advance the billing test clock.
+    AUTH_GRANT_TEST_PERMISSIONS: process.env.AUTH_GRANT_TEST_PERMISSIONS ?? "true",
     OTEL_EXPORTER_OTLP_ENDPOINT: process.env.OTEL_EXPORTER_OTLP_ENDPOINT,
   };
   const address = (port: number) => `https://127.0.0.1:${port}`;
@@ -96,7 +104,7 @@ async function main() {
     env: {
       ...common,
       ...tls("gateway"),
-      PORT: String(gatewayPort),
+      GATEWAY_PORT: String(gatewayPort),
       AUTH_ADDRS: address(8001),
       ANALYTICS_ADDRS: address(8002),
       BILLING_ADDRS: address(8003),
