@@ -1,9 +1,18 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { getOption, hasOption } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type Interceptor,
+  type StreamRequest,
+  type UnaryRequest,
+} from "@connectrpc/connect";
 import { Audience, access } from "@trellis/gen/trellis/common/v1/options_pb.js";
 import { callerServiceKey, type Principal, principalKey } from "./context.ts";
 import type { TokenVerifier } from "./tokens.ts";
+
+type AnyFn = Parameters<Interceptor>[0];
 
 /** Who may call a method, as its `(trellis.common.v1.access)` option declares (UNSPECIFIED reads as user). */
 export interface MethodAccessRule {
@@ -54,13 +63,16 @@ export function createAccessInterceptor(options: AccessInterceptorOptions): Inte
     }
   };
 
-  return (next) => async (req) => {
-    let rule = rules.get(req.method);
+  const ruleOf = (method: DescMethod) => {
+    let rule = rules.get(method);
     if (rule === undefined) {
-      rule = methodAccess(req.method) ?? null;
-      rules.set(req.method, rule);
+      rule = methodAccess(method) ?? null;
+      rules.set(method, rule);
     }
-    if (rule === null) return next(req);
+    return rule;
+  };
+
+  const enforce = async (next: AnyFn, req: UnaryRequest | StreamRequest, rule: MethodAccessRule) => {
     const values = req.contextValues;
 
     if (rule.audience === "public") {
@@ -91,6 +103,14 @@ export function createAccessInterceptor(options: AccessInterceptorOptions): Inte
     }
     values.set(principalKey, principal);
     return next(req);
+  };
+
+  return (next) => (req) => {
+    const rule = ruleOf(req.method);
+    // Nothing to check or verify: no extra promise for the call (health, public calls without a token).
+    if (rule === null || (rule.audience === "public" && bearerToken(req.header) === undefined))
+      return next(req);
+    return enforce(next, req, rule);
   };
 }
 

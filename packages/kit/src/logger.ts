@@ -1,8 +1,16 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { context, isSpanContextValid, trace } from "@opentelemetry/api";
-import { type DestinationStream, type Level, type Logger, pino, stdSerializers } from "pino";
+import {
+  type Bindings,
+  type ChildLoggerOptions,
+  type DestinationStream,
+  type Level,
+  type Logger,
+  pino,
+  stdSerializers,
+} from "pino";
 import { callerServiceKey, principalKey, requestIdKey } from "./context.js";
-import { observeRpc, rpcCodeName, rpcMethodName } from "./metrics.js";
+import { observingInterceptor, type RpcObserver, rpcCodeName, rpcMethodName } from "./metrics.js";
 
 export type { Logger } from "pino";
 
@@ -26,23 +34,13 @@ const sensitiveKey =
 const bearerText = /\b(Bearer|Basic)\s+[A-Za-z0-9\-._~+/]+=*/gi;
 const jwtText = /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g;
 
-const redactKeys = ["authorization", "cookie", "set-cookie", "password", "token", "secret"];
-const redactPaths = [
-  ...redactKeys.flatMap((key) => [`["${key}"]`, `*["${key}"]`]),
-  ...[
-    "accessToken",
-    "refreshToken",
-    "access_token",
-    "refresh_token",
-    "clientSecret",
-    "client_secret",
-  ].flatMap((key) => [key, `*.${key}`]),
-  ...["authorization", "cookie"].flatMap((key) => [`req.headers["${key}"]`, `request.headers["${key}"]`]),
-];
+// Whether the two replacements below can match at all: "Bearer" and "Basic" have a B, "eyJ" a J
+// (ids and hex never do); only then one pass for the words.
+const credentialHint = /Bearer|Basic|eyJ/;
 
 /** Replaces bearer credentials and JWT-shaped substrings of text by a marker. */
 export function scrubText(text: string): string {
-  if (!text.includes("Bearer") && !text.includes("Basic") && !text.includes("eyJ")) return text;
+  if ((!text.includes("B") && !text.includes("J")) || !credentialHint.test(text)) return text;
   return text.replace(bearerText, `$1 ${REDACTED}`).replace(jwtText, REDACTED);
 }
 
@@ -74,27 +72,98 @@ function traceFields(): Record<string, string> {
  */
 export function createLogger(options: LoggerOptions): Logger {
   const errSerializer = (error: unknown) => scrubSecrets(error);
-  return pino(
+  const logger = pino(
     {
       level: options.level ?? "info",
       base: { service: options.service },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: redactPaths, censor: REDACTED },
+      timestamp: createIsoTime(),
       serializers: { err: errSerializer, error: errSerializer, cause: errSerializer },
       formatters: {
         level: (label) => ({ level: label }),
-        log: (object) => scrubSecrets(object) as Record<string, unknown>,
+        log: createLineScrubber(),
       },
       mixin: traceFields,
       hooks: {
         logMethod(args, method) {
-          const cleaned = args.map((arg) => (typeof arg === "string" ? scrubText(arg) : arg));
-          method.apply(this, cleaned as Parameters<typeof method>);
+          // Copy the arguments only when a message text carries a credential.
+          for (const arg of args) {
+            if (typeof arg === "string" && scrubText(arg) !== arg) {
+              const cleaned = args.map((a) => (typeof a === "string" ? scrubText(a) : a));
+              return method.apply(this, cleaned as Parameters<typeof method>);
+            }
+          }
+          return method.apply(this, args);
         },
       },
     },
     options.destination ?? pino.destination({ dest: 1, sync: false }),
   );
+  return scrubbingBindings(logger);
+}
+
+// pino's isoTime, the string kept for the millisecond it was made in (many lines share one).
+function createIsoTime(): () => string {
+  let last = 0;
+  let text = "";
+  return () => {
+    const now = Date.now();
+    if (now !== last) {
+      last = now;
+      text = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return text;
+  };
+}
+
+// Lines are scrubbed by scrubSecrets; most (all keys harmless, all values plain) need no copy.
+function createLineScrubber(): (object: Record<string, unknown>) => Record<string, unknown> {
+  const verdicts = new Map<string, boolean>();
+  const sensitive = (key: string) => {
+    let verdict = verdicts.get(key);
+    if (verdict === undefined) {
+      verdict = sensitiveKey.test(key);
+      if (verdicts.size < 10_000) verdicts.set(key, verdict);
+    }
+    return verdict;
+  };
+  return (object) => {
+    for (const key in object) {
+      const value = object[key];
+      const clean =
+        !sensitive(key) &&
+        (typeof value === "string"
+          ? scrubText(value) === value
+          : value === null || typeof value !== "object");
+      if (!clean) return scrubSecrets(object) as Record<string, unknown>;
+    }
+    return object;
+  };
+}
+
+// Child loggers' bindings (and what their own serializers make) are scrubbed like log lines.
+function scrubbingBindings(logger: Logger): Logger {
+  type Child = (this: Logger, bindings: Bindings, options?: ChildLoggerOptions) => Logger;
+  const child = logger.child as unknown as Child;
+  const setBindings = logger.setBindings;
+  logger.child = function scrubbedChild(this: Logger, bindings: Bindings, childOptions?: ChildLoggerOptions) {
+    const serializers = childOptions?.serializers;
+    const options = serializers
+      ? {
+          ...childOptions,
+          serializers: Object.fromEntries(
+            Object.entries(serializers).map(([key, serialize]) => [
+              key,
+              (value: unknown) => scrubSecrets(serialize(value)),
+            ]),
+          ),
+        }
+      : childOptions;
+    return child.call(this, scrubSecrets(bindings) as Bindings, options);
+  } as unknown as Logger["child"];
+  logger.setBindings = function scrubbedSetBindings(this: Logger, bindings: Bindings) {
+    setBindings.call(this, scrubSecrets(bindings) as Bindings);
+  };
+  return logger;
 }
 
 // Codes that mean the server failed: logged at error level with the cause.
@@ -136,13 +205,25 @@ export function toPublicError(error: unknown, signal?: AbortSignal): ConnectErro
  * internal failures into a generic error for the client, logging their cause at error level.
  */
 export function createLoggingInterceptor(logger: Logger): Interceptor {
-  return (next) => (req) => {
+  return observingInterceptor(createLoggingObserver(logger));
+}
+
+/** What the logging interceptor does around each RPC, as an observer. */
+export function createLoggingObserver(logger: Logger): RpcObserver {
+  // One child logger per method, so the method name is serialized once, not on every line.
+  const perMethod = new Map<object, Logger>();
+  return (req) => {
     const start = performance.now();
-    return observeRpc(next, req, (error) => {
+    let methodLogger = perMethod.get(req.method);
+    if (methodLogger === undefined) {
+      methodLogger = logger.child({ method: rpcMethodName(req) });
+      perMethod.set(req.method, methodLogger);
+    }
+    const log = methodLogger;
+    return (error) => {
       const failure = error === undefined ? undefined : toPublicError(error, req.signal);
       const principal = req.contextValues.get(principalKey);
       const line: Record<string, unknown> = {
-        method: rpcMethodName(req),
         code: rpcCodeName(failure?.code),
         duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
         request_id: req.contextValues.get(requestIdKey) || undefined,
@@ -151,15 +232,15 @@ export function createLoggingInterceptor(logger: Logger): Interceptor {
         tenant_id: principal?.tenantId,
       };
       if (!failure) {
-        logger.info(line, "rpc");
+        log.info(line, "rpc");
       } else if (serverFailures.has(failure.code)) {
-        logger.error({ ...line, err: failure.cause ?? error }, "rpc failed");
+        log.error({ ...line, err: failure.cause ?? error }, "rpc failed");
       } else {
         line.error = failure.rawMessage;
-        if (degraded.has(failure.code)) logger.warn(line, "rpc failed");
-        else logger.info(line, "rpc failed");
+        if (degraded.has(failure.code)) log.warn(line, "rpc failed");
+        else log.info(line, "rpc failed");
       }
       return failure;
-    });
+    };
   };
 }

@@ -8,6 +8,7 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
+import { createTally, type Tally } from "./rpc-tally.js";
 
 /** The RPC code as written in logs and metric labels: "ok" or the gRPC name in snake case. */
 export function rpcCodeName(code: Code | undefined): string {
@@ -31,28 +32,56 @@ export function rpcMethodName(req: {
 type AnyRequest = UnaryRequest | StreamRequest;
 type AnyResponse = UnaryResponse | StreamResponse;
 
+const runStep = <T>(step: () => T): T => step();
+
 /**
  * Runs next(req) and calls done exactly once when the RPC has finished — for a server stream,
  * when its last message went out or it failed or was abandoned. If done returns an error, that
- * error is thrown in place of the original. bind, when given, runs each step of the handler.
+ * error is thrown in place of the original. bind, when given, runs each step of the handler;
+ * respond, when given, sees the response (headers still writable) as it comes back.
  */
-export async function observeRpc(
+export function observeRpc(
   next: (req: AnyRequest) => Promise<AnyResponse>,
   req: AnyRequest,
   done: (error: unknown) => unknown,
-  bind: <T>(step: () => T) => T = (step) => step(),
+  bind: <T>(step: () => T) => T = runStep,
+  respond?: (res: AnyResponse) => void,
 ): Promise<AnyResponse> {
-  let res: AnyResponse;
-  try {
-    res = await bind(() => next(req));
-  } catch (error) {
-    throw done(error) ?? error;
-  }
-  if (!res.stream) {
-    done(undefined);
-    return res;
-  }
-  return { ...res, message: finishing(res.message, done, bind) };
+  // One then() rather than async/await: every promise costs a hook call once tracing keeps context.
+  // Registered inside bind, so done runs in the handler's context too (log lines get its trace).
+  return bind(() => {
+    let pending: Promise<AnyResponse>;
+    try {
+      pending = next(req);
+    } catch (error) {
+      return Promise.reject(done(error) ?? error);
+    }
+    return pending.then(
+      (res) => {
+        if (!res.stream) {
+          done(undefined);
+          respond?.(res);
+          return res;
+        }
+        respond?.(res);
+        return { ...res, message: finishing(res.message, done, bind) };
+      },
+      (error: unknown) => {
+        throw done(error) ?? error;
+      },
+    );
+  });
+}
+
+/**
+ * Starts watching one RPC; what it returns is called once with the outcome (undefined for success)
+ * and may return an error to answer with instead, as observeRpc's done.
+ */
+export type RpcObserver = (req: AnyRequest) => (error: unknown) => unknown;
+
+/** The interceptor running observer around each RPC. */
+export function observingInterceptor(observer: RpcObserver): Interceptor {
+  return (next) => (req) => observeRpc(next, req, observer(req));
 }
 
 async function* finishing<T>(
@@ -69,14 +98,14 @@ async function* finishing<T>(
       yield step.value;
     }
     finished = true;
-    done(undefined);
+    bind(() => done(undefined));
   } catch (error) {
     finished = true;
-    throw done(error) ?? error;
+    throw bind(() => done(error)) ?? error;
   } finally {
     if (!finished) {
       // The consumer stopped early: the client went away or the call was cancelled.
-      done(new ConnectError("stream abandoned", Code.Canceled));
+      bind(() => done(new ConnectError("stream abandoned", Code.Canceled)));
       await iterator.return?.();
     }
   }
@@ -94,6 +123,16 @@ export interface RpcMetrics {
   readonly duration: Histogram<"service" | "method">;
   /** rpc_in_flight{service,method}: RPCs started and not yet finished. */
   readonly inFlight: Gauge<"service" | "method">;
+  /** The tally of one method's calls, which the metrics above include whenever they are read. */
+  tally(method: string): RpcTally;
+}
+
+/** One method's calls, counted cheaply: kept in plain numbers until the registry is read. */
+export interface RpcTally {
+  /** A call started. */
+  start(): void;
+  /** A call ended with code ("ok" or a snake_case code name) after seconds. */
+  finish(code: string, seconds: number): void;
 }
 
 /** Options of createRpcMetrics. */
@@ -117,7 +156,14 @@ export function createRpcMetrics(
 ): RpcMetrics {
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  return {
+  const buckets = [...(options.buckets ?? rpcDurationBuckets)];
+  // Counting each call through prom-client hashes its label set every time; tallies count in plain
+  // numbers and hand the counts over when a metric is read (collect), so readers see the same values.
+  const tallies = new Map<string, Tally>();
+  const publish = () => {
+    for (const tally of tallies.values()) tally.publish();
+  };
+  const metrics: RpcMetrics = {
     registry,
     service,
     requests: new Counter({
@@ -125,76 +171,64 @@ export function createRpcMetrics(
       help: "RPCs handled, by method and final code.",
       labelNames: ["service", "method", "code"] as const,
       registers,
+      collect: publish,
     }),
     errors: new Counter({
       name: "rpc_errors_total",
       help: "RPCs that ended with a code other than ok, by method and code.",
       labelNames: ["service", "method", "code"] as const,
       registers,
+      collect: publish,
     }),
     duration: new Histogram({
       name: "rpc_duration_seconds",
       help: "RPC duration in seconds, from the request to the last response message.",
       labelNames: ["service", "method"] as const,
-      buckets: [...(options.buckets ?? rpcDurationBuckets)],
+      buckets,
       registers,
+      collect: publish,
     }),
     inFlight: new Gauge({
       name: "rpc_in_flight",
       help: "RPCs being handled now.",
       labelNames: ["service", "method"] as const,
       registers,
+      collect: publish,
     }),
+    tally(method) {
+      let tally = tallies.get(method);
+      if (!tally) {
+        tally = createTally(metrics, method, buckets);
+        tallies.set(method, tally);
+      }
+      return tally;
+    },
   };
+  return metrics;
 }
 
 /** A server interceptor recording every RPC in metrics: count, errors by code, duration, in flight. */
 export function createMetricsInterceptor(metrics: RpcMetrics): Interceptor {
-  const { service } = metrics;
-  // Label children are looked up once per method (and code), not per call.
-  const perMethod = new Map<
-    string,
-    { duration: Histogram.Internal<string>; inFlight: Gauge.Internal<string> }
-  >();
-  const perCode = new Map<string, { requests: Counter.Internal; errors?: Counter.Internal }>();
-  const methodChildren = (method: string) => {
-    let children = perMethod.get(method);
-    if (!children) {
-      children = {
-        duration: metrics.duration.labels({ service, method }),
-        inFlight: metrics.inFlight.labels({ service, method }),
-      };
-      perMethod.set(method, children);
+  return observingInterceptor(createMetricsObserver(metrics));
+}
+
+/** What the metrics interceptor does around each RPC, as an observer. */
+export function createMetricsObserver(metrics: RpcMetrics): RpcObserver {
+  // Looked up by the method's descriptor, so a call costs no string building.
+  const perMethod = new Map<object, RpcTally>();
+  return (req) => {
+    let tally = perMethod.get(req.method);
+    if (!tally) {
+      tally = metrics.tally(rpcMethodName(req));
+      perMethod.set(req.method, tally);
     }
-    return children;
-  };
-  const codeChildren = (method: string, code: string) => {
-    const key = `${method} ${code}`;
-    let children = perCode.get(key);
-    if (!children) {
-      children = {
-        requests: metrics.requests.labels({ service, method, code }),
-        errors: code === "ok" ? undefined : metrics.errors.labels({ service, method, code }),
-      };
-      perCode.set(key, children);
-    }
-    return children;
-  };
-  return (next) => (req) => {
-    const method = rpcMethodName(req);
-    const children = methodChildren(method);
+    const counted = tally;
     const start = performance.now();
-    children.inFlight.inc();
-    return observeRpc(next, req, (error) => {
-      children.inFlight.dec();
-      children.duration.observe((performance.now() - start) / 1000);
-      const counted = codeChildren(
-        method,
-        rpcCodeName(error === undefined ? undefined : rpcErrorCode(error)),
-      );
-      counted.requests.inc();
-      counted.errors?.inc();
+    counted.start();
+    return (error) => {
+      const code = error === undefined ? "ok" : rpcCodeName(rpcErrorCode(error));
+      counted.finish(code, (performance.now() - start) / 1000);
       return undefined;
-    });
+    };
   };
 }

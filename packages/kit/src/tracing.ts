@@ -1,3 +1,4 @@
+import { randomFillSync } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import {
   type Context,
@@ -21,16 +22,16 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import {
   BatchSpanProcessor,
-  RandomIdGenerator,
   type Sampler,
   type SpanProcessor,
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
-import { createLoggingInterceptor, type Logger } from "./logger.js";
+import { createLoggingObserver, type Logger } from "./logger.js";
 import {
-  createMetricsInterceptor,
+  createMetricsObserver,
   observeRpc,
   type RpcMetrics,
+  type RpcObserver,
   rpcErrorCode,
   rpcMethodName,
 } from "./metrics.js";
@@ -38,7 +39,6 @@ import {
 export type { Tracer } from "@opentelemetry/api";
 
 const propagator = new W3CTraceContextPropagator();
-const ids = new RandomIdGenerator();
 const probeKey = createContextKey("trellis context manager probe");
 const deadlineKey = createContextKey("trellis request deadline");
 
@@ -107,12 +107,13 @@ export function createTracing(options: TracingOptions): Tracing {
 
 /** A tracer whose spans record nothing but carry real ids: the parent's trace, a new span id. */
 export function createPropagatingTracer(): Tracer {
+  const randomId = createIdSource();
   const startSpan = (_name: string, options?: SpanOptions, ctx: Context = context.active()): Span => {
     const parent = options?.root ? undefined : trace.getSpanContext(ctx);
     const valid = parent !== undefined && isSpanContextValid(parent);
     return trace.wrapSpanContext({
-      traceId: valid ? parent.traceId : ids.generateTraceId(),
-      spanId: ids.generateSpanId(),
+      traceId: valid ? parent.traceId : randomId(16),
+      spanId: randomId(8),
       traceFlags: valid ? parent.traceFlags : TraceFlags.NONE,
       ...(valid && parent.traceState ? { traceState: parent.traceState } : {}),
     });
@@ -126,6 +127,25 @@ export function createPropagatingTracer(): Tracer {
   };
   return { startSpan, startActiveSpan } as Tracer;
 }
+
+// Random span and trace ids as hex, cut from a pooled block of crypto randomness (cheaper per id
+// than OpenTelemetry's generator, which fills a buffer from Math.random for each); all zeros is invalid.
+function createIdSource(): (bytes: number) => string {
+  const pool = Buffer.alloc(4096);
+  let offset = pool.length;
+  return (bytes) => {
+    for (;;) {
+      if (offset + bytes > pool.length) {
+        randomFillSync(pool);
+        offset = 0;
+      }
+      const id = pool.toString("hex", offset, offset + bytes);
+      offset += bytes;
+      if (!allZeros.test(id)) return id;
+    }
+  };
+}
+const allZeros = /^0+$/;
 
 /** Anything headers can be read from and written to: fetch Headers, NATS MsgHdrs, or a plain record. */
 export type TraceCarrier =
@@ -209,9 +229,13 @@ const serverFaults = new Set([
   Code.DataLoss,
 ]);
 
+function isGrpc(header: Headers): boolean {
+  return header.get("content-type")?.startsWith("application/grpc") === true;
+}
+
 function rpcAttributes(req: { service: { typeName: string }; method: { name: string }; header: Headers }) {
   return {
-    "rpc.system": req.header.get("content-type")?.startsWith("application/grpc") ? "grpc" : "connect_rpc",
+    "rpc.system": isGrpc(req.header) ? "grpc" : "connect_rpc",
     "rpc.service": req.service.typeName,
     "rpc.method": req.method.name,
   };
@@ -231,37 +255,71 @@ function endSpan(span: Span, error: unknown, isFault: (code: Code) => boolean): 
 /**
  * A server interceptor continuing the caller's W3C trace: a SERVER span "<package.Service>/<Method>"
  * around the handler (which runs inside its context, with the request's deadline), and a
- * traceparent response header (error metadata on failure) naming it.
+ * traceparent response header (error metadata on failure) naming it. observers (outermost first)
+ * run inside it as interceptors of their own would, in one layer instead of one each.
  */
-export function createServerTracingInterceptor(tracer: Tracer): Interceptor {
+export function createServerTracingInterceptor(
+  tracer: Tracer,
+  observers: readonly RpcObserver[] = [],
+): Interceptor {
   ensureContextManager();
-  return (next) => async (req) => {
+  // Span name and options per method and protocol, made once (tracers copy, never change them).
+  const perMethod = new Map<object, { name: string; grpc: SpanOptions; connect: SpanOptions }>();
+  return (next) => (req) => {
     const parent = extractTraceContext(req.header);
-    const span = tracer.startSpan(
-      rpcMethodName(req),
-      { kind: SpanKind.SERVER, attributes: rpcAttributes(req) },
-      parent,
-    );
+    let method = perMethod.get(req.method);
+    if (!method) {
+      const attributes = { "rpc.service": req.service.typeName, "rpc.method": req.method.name };
+      method = {
+        name: rpcMethodName(req),
+        grpc: { kind: SpanKind.SERVER, attributes: { "rpc.system": "grpc", ...attributes } },
+        connect: { kind: SpanKind.SERVER, attributes: { "rpc.system": "connect_rpc", ...attributes } },
+      };
+      perMethod.set(req.method, method);
+    }
+    const span = tracer.startSpan(method.name, isGrpc(req.header) ? method.grpc : method.connect, parent);
     const timeoutMs = requestTimeoutMs(req.header);
-    const deadline: RequestDeadline = {
-      deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
-      signal: req.signal,
-    };
+    const deadline = new CallDeadline(timeoutMs === undefined ? undefined : Date.now() + timeoutMs, req);
     const ctx = trace.setSpan(parent, span).setValue(deadlineKey, deadline);
     const traceparent = traceparentOf(span);
-    const res = await observeRpc(
+    const observed = observers.length === 0 ? undefined : observers.map((observe) => observe(req));
+    return observeRpc(
       next,
       req,
       (error) => {
-        endSpan(span, error, (code) => serverFaults.has(code));
-        if (error instanceof ConnectError) error.metadata.set("traceparent", traceparent);
-        return undefined;
+        let outcome = error;
+        if (observed) {
+          // Innermost first, each seeing the error the one inside it answers with.
+          for (let i = observed.length - 1; i >= 0; i--) {
+            const replaced = (observed[i] as (error: unknown) => unknown)(outcome);
+            if (error !== undefined && replaced !== undefined) outcome = replaced;
+          }
+        }
+        endSpan(span, outcome, (code) => serverFaults.has(code));
+        if (outcome instanceof ConnectError) outcome.metadata.set("traceparent", traceparent);
+        return outcome === error ? undefined : outcome;
       },
       (step) => context.with(ctx, step),
+      (res) => res.header.set("traceparent", traceparent),
     );
-    res.header.set("traceparent", traceparent);
-    return res;
   };
+}
+
+// A class, not a literal with a getter: the signal is read from the request only when asked (a
+// server may make it on demand), and literals with accessors are slow to create.
+class CallDeadline implements RequestDeadline {
+  readonly #req: { readonly signal: AbortSignal };
+
+  constructor(
+    readonly deadline: number | undefined,
+    req: { readonly signal: AbortSignal },
+  ) {
+    this.#req = req;
+  }
+
+  get signal(): AbortSignal {
+    return this.#req.signal;
+  }
 }
 
 /** A client interceptor: a CLIENT span per call, its traceparent sent in the request headers. */
@@ -295,9 +353,11 @@ export interface Observability {
  * others so log lines carry the trace id, and metrics count the code the client finally sees.
  */
 export function observabilityInterceptors(options: Observability): Interceptor[] {
+  // One layer doing all three: a layer per concern costs a promise (and its hooks) per call each.
   return [
-    createServerTracingInterceptor(options.tracer ?? createPropagatingTracer()),
-    ...(options.metrics ? [createMetricsInterceptor(options.metrics)] : []),
-    createLoggingInterceptor(options.logger),
+    createServerTracingInterceptor(options.tracer ?? createPropagatingTracer(), [
+      ...(options.metrics ? [createMetricsObserver(options.metrics)] : []),
+      createLoggingObserver(options.logger),
+    ]),
   ];
 }

@@ -7,7 +7,7 @@ import {
   message as messageRules,
   oneof as oneofRules,
 } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 
 /**
@@ -32,11 +32,7 @@ export function createValidationInterceptor(validator: Validator = createValidat
     throw new ConnectError("internal error", Code.Internal, undefined, undefined, result.error);
   };
 
-  return (next) => async (req) => {
-    if (!req.stream) {
-      check(req.method.input, req.message);
-      return next(req);
-    }
+  const checkStream = async (next: Parameters<Interceptor>[0], req: StreamRequest) => {
     const schema = req.method.input;
     if (req.method.methodKind === "server_streaming") {
       // The single request is read up front so a bad one never reaches the handler.
@@ -56,6 +52,16 @@ export function createValidationInterceptor(validator: Validator = createValidat
       }
     }
     return next({ ...req, message: checked() });
+  };
+
+  return (next) => (req) => {
+    if (req.stream) return checkStream(next, req);
+    try {
+      check(req.method.input, req.message);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return next(req);
   };
 }
 
