@@ -100,8 +100,9 @@ export async function startBatchConsumer(o: BatchConsumerOptions): Promise<Batch
     const batch = held;
     held = [];
     heldEvents = 0;
-    flushing = flushing.then(() => (batch.length > 0 ? writeOut(batch) : undefined));
-    return flushing;
+    const previous = flushing;
+    flushing = previous.then(() => (batch.length > 0 ? writeOut(batch) : undefined));
+    return { previous, done: flushing };
   };
 
   const loop = (async () => {
@@ -116,7 +117,9 @@ export async function startBatchConsumer(o: BatchConsumerOptions): Promise<Batch
       }
       held.push({ msg, events });
       heldEvents += events.length;
-      if (heldEvents >= batchEvents) await flush();
+      // A full batch waits only for the write before it: the next batch is read while this one
+      // is written, and at most two batches are held.
+      if (heldEvents >= batchEvents) await flush().previous;
       else if (!timer) timer = setTimeout(() => void flush(), flushIntervalMs);
     }
   })();
@@ -125,7 +128,7 @@ export async function startBatchConsumer(o: BatchConsumerOptions): Promise<Batch
     async stop() {
       messages.stop();
       await loop;
-      await flush();
+      await flush().done;
     },
   };
 }

@@ -1,4 +1,5 @@
-import { createClient } from "@clickhouse/client";
+import { ClickHouseLogLevel, createClient } from "@clickhouse/client";
+import { createHttpSelect } from "./clickhouse-http.ts";
 import type { Sql } from "./sql.ts";
 
 /** The three things the store needs from ClickHouse, whichever engine runs it. */
@@ -17,13 +18,17 @@ export interface ClickHouse {
 
 // Filter lists can be long (20 filters × 100 values × 1 KiB); the default limit is 256 KiB.
 const MAX_QUERY_SIZE = 16 * 1024 * 1024;
+const REQUEST_TIMEOUT_MS = 60_000;
 
-/** A ClickHouse server over HTTP (@clickhouse/client); works with 18.16 and current releases. */
+/** A ClickHouse server over HTTP: @clickhouse/client for DDL and inserts, createHttpSelect for reads; 18.16 and current releases. */
 export function createServerClickHouse(url: string): ClickHouse {
+  const reads = createHttpSelect(url, { max_query_size: String(MAX_QUERY_SIZE) }, REQUEST_TIMEOUT_MS);
   const client = createClient({
     url,
     clickhouse_settings: { max_query_size: String(MAX_QUERY_SIZE) },
-    request_timeout: 60_000,
+    request_timeout: REQUEST_TIMEOUT_MS,
+    // Its own logger writes to the console; failures reach the service's logs as error causes.
+    log: { level: ClickHouseLogLevel.OFF },
   });
   return {
     kind: "server",
@@ -35,10 +40,10 @@ export function createServerClickHouse(url: string): ClickHouse {
       await client.insert({ table: table.text, values: rows as object[], format: "JSONEachRow" });
     },
     async query<T>(statement: Sql) {
-      const result = await client.query({ query: statement.text, format: "JSONEachRow" });
-      return result.json<T>();
+      return parseJSONEachRow<T>(await reads.select(statement.text));
     },
     async close() {
+      reads.close();
       await client.close();
     },
   };

@@ -73,14 +73,19 @@ export function createIngest(o: IngestOptions): Ingest {
 
   let stopped = false;
   async function retryUntilStarted(name: string, start: () => Promise<BatchConsumer>): Promise<void> {
-    while (!stopped) {
+    for (let attempt = 0; !stopped; attempt++) {
       try {
         const consumer = await start();
         if (stopped) await consumer.stop();
         else consumers.push(consumer);
         return;
       } catch (error) {
-        o.logger?.warn({ err: error, stream: name }, "analytics: domain stream not consumable yet");
+        // Once, not every 2 s: a stream of a service that is not deployed may never appear.
+        if (attempt === 0)
+          o.logger?.warn(
+            { err: error, stream: name },
+            "analytics: domain stream not consumable yet, retrying",
+          );
         await new Promise((resolve) => setTimeout(resolve, 2000).unref());
       }
     }
@@ -126,26 +131,29 @@ export function createIngest(o: IngestOptions): Ingest {
       // One message per request keeps a batch all-or-none; a message too large for the server
       // is split, and a client retry of the whole batch is harmless (ids are counted once).
       const maxPayload = Math.max(64 * 1024, (o.nats.info?.max_payload ?? 1024 * 1024) - 4096);
-      const chunks: EventInput[][] = [];
-      let current: EventInput[] = [];
+      // Each event is serialized once; the envelope ({"v":1,"events":[…]}) is joined around them.
+      const chunks: { events: EventInput[]; json: string[] }[] = [];
+      let current: { events: EventInput[]; json: string[] } = { events: [], json: [] };
       let size = 0;
       for (const e of events) {
-        const bytes = Buffer.byteLength(JSON.stringify(e));
-        if (current.length > 0 && size + bytes > maxPayload) {
+        const json = JSON.stringify(e);
+        const bytes = Buffer.byteLength(json);
+        if (current.events.length > 0 && size + bytes > maxPayload) {
           chunks.push(current);
-          current = [];
+          current = { events: [], json: [] };
           size = 0;
         }
-        current.push(e);
+        current.events.push(e);
+        current.json.push(json);
         size += bytes + 1;
       }
       chunks.push(current);
       for (const chunk of chunks) {
         // The same events accepted twice within the duplicate window are stored once by JetStream.
         const hash = createHash("sha256");
-        for (const e of chunk) hash.update(`${e.tenantId}\n${e.eventId}\n`);
-        const envelope: Envelope = { v: 1, events: chunk };
-        await publish(new TextEncoder().encode(JSON.stringify(envelope)), hash.digest("hex"));
+        for (const e of chunk.events) hash.update(`${e.tenantId}\n${e.eventId}\n`);
+        const envelope = `{"v":1,"events":[${chunk.json.join(",")}]}`;
+        await publish(Buffer.from(envelope), hash.digest("hex"));
       }
     },
     async start() {

@@ -32,6 +32,18 @@ export function isWellFormed(text: string): boolean {
   return !LONE_SURROGATE.test(text);
 }
 
+// Backslash, quote and every control character (C0 and DEL); nothing else is ever escaped.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+const NEEDS_ESCAPE = /[\\'\x00-\x1f\x7f]/;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+const ESCAPED = /[\\'\x00-\x1f\x7f]/g;
+
+function escapeChar(ch: string): string {
+  if (ch === "\\") return "\\\\";
+  if (ch === "'") return "\\'";
+  return `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`;
+}
+
 /**
  * Renders a string as a single-quoted ClickHouse literal that evaluates to exactly `value`:
  * backslash and quote are escaped, every control character becomes `\xHH`, and strings that
@@ -40,15 +52,8 @@ export function isWellFormed(text: string): boolean {
 export function quoteString(value: string): string {
   if (typeof value !== "string") throw invalid("expected a string");
   if (LONE_SURROGATE.test(value)) throw invalid("text is not well-formed unicode");
-  let out = "'";
-  for (const ch of value) {
-    const code = ch.codePointAt(0) ?? 0;
-    if (ch === "\\") out += "\\\\";
-    else if (ch === "'") out += "\\'";
-    else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, "0")}`;
-    else out += ch;
-  }
-  return `${out}'`;
+  // Most values need no escape at all; the rest are escaped character by character.
+  return NEEDS_ESCAPE.test(value) ? `'${value.replace(ESCAPED, escapeChar)}'` : `'${value}'`;
 }
 
 /** Renders a finite number as a ClickHouse numeric literal; NaN and infinities are rejected. */

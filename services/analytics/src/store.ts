@@ -81,7 +81,7 @@ export interface AnalyticsStoreOptions {
 }
 
 const MAX_GROUPS = 50;
-const ID_CHUNK = 1000;
+const ID_CHUNK = 20_000;
 
 function toRow(e: EventInput): Record<string, unknown> {
   tenantIs(e.tenantId);
@@ -218,8 +218,12 @@ export function createAnalyticsStore(options: AnalyticsStoreOptions): AnalyticsS
     const found = new Set<string>();
     for (let i = 0; i < ids.length; i += ID_CHUNK) {
       const chunk = ids.slice(i, i + ID_CHUNK);
+      // One string literal of hex-encoded ids, split server-side: a long IN (…) list of literals
+      // costs ClickHouse (18.16 above all) far more to parse than one string.
+      const packed = chunk.map((id) => Buffer.from(id, "utf8").toString("hex")).join(",");
       const rows = await ch.query<{ event_id: string }>(
-        sql`SELECT event_id FROM ${tables.eventIds} WHERE ${tenantIs(tenantId)} AND event_id IN ${chunk}`,
+        sql`SELECT event_id FROM ${tables.eventIds} WHERE ${tenantIs(tenantId)}
+          AND event_id IN (SELECT unhex(arrayJoin(splitByChar(',', ${packed}))))`,
       );
       for (const r of rows) found.add(r.event_id);
     }

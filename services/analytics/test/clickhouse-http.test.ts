@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { ClickHouseHttpError, createHttpSelect } from "../src/clickhouse-http.ts";
+
+const SERVER_URL = process.env.TEST_CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
+
+describe("ClickHouse HTTP read path", () => {
+  const opened: { close(): void }[] = [];
+  const open = (url: string, timeoutMs = 10_000) => {
+    const s = createHttpSelect(url, { max_query_size: "1048576" }, timeoutMs);
+    opened.push(s);
+    return s;
+  };
+  after(() => {
+    for (const s of opened) s.close();
+  });
+
+  test("answers JSONEachRow rows, with the URL's user and database", async () => {
+    const url = new URL(SERVER_URL);
+    url.username = "default";
+    url.pathname = "/system";
+    const text = await open(url.toString()).select("SELECT currentDatabase() AS db, 'x''y' AS s");
+    assert.deepEqual(JSON.parse(text.trim()), { db: "system", s: "x'y" });
+  });
+
+  test("a failing statement or an unknown database rejects with the server's status", async () => {
+    await assert.rejects(
+      open(SERVER_URL).select("SELECT no_such_column FROM system.one"),
+      (e: unknown) => e instanceof ClickHouseHttpError && e.status >= 400,
+    );
+    const url = new URL(SERVER_URL);
+    url.pathname = "/no_such_database_here";
+    await assert.rejects(
+      open(url.toString()).select("SELECT 1"),
+      (e: unknown) => e instanceof ClickHouseHttpError && e.status >= 400,
+    );
+  });
+
+  test("an unreachable server rejects with the socket's error code", async () => {
+    await assert.rejects(open("http://127.0.0.1:1").select("SELECT 1"), (e: unknown) => {
+      return (e as { code?: string }).code === "ECONNREFUSED";
+    });
+  });
+});

@@ -1,0 +1,604 @@
+// Analytics through its RPCs: a real server on port 0 against the test ClickHouse server and a
+// private nats-server, with tokens from a test issuer. Answers are checked against values this file
+// computes itself from the events it sent.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  Aggregation,
+  Bucket,
+  type ClientEvent,
+  FilterOp,
+  Metric,
+  type QueryMetricsRequestSchema,
+  ReportFormat,
+  ReportKind,
+  RetentionPeriod,
+  type WatchMetricsResponse,
+} from "@trellis/gen/trellis/analytics/v1/analytics_pb.js";
+import { OrderConfirmedSchema } from "@trellis/gen/trellis/core/v1/events_pb.js";
+import { eventHeaders } from "@trellis/kit/events.js";
+import { createTestIssuer } from "@trellis/kit/test-tokens.js";
+import { eventually, uniqueName } from "@trellis/kit/testing.js";
+import { type AnalyticsClient, event, type Harness, startAnalytics } from "./harness.ts";
+
+const T0 = Date.UTC(2024, 0, 1); // a Monday
+const MIN = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+
+type Req = MessageInitShape<typeof QueryMetricsRequestSchema>;
+const range = (startMs: number, endMs: number) => ({
+  startTime: timestampFromMs(startMs),
+  endTime: timestampFromMs(endMs),
+});
+const values = (series: { points: { value: number }[] } | undefined) => series?.points.map((p) => p.value);
+
+/** Buckets of width over [start, end) filled from (time, value) pairs, the way the contract says. */
+function expected(items: { t: number; v: number }[], start: number, end: number, width: number): number[] {
+  const out: number[] = [];
+  for (let b = start; b < end; b += width) {
+    out.push(items.filter((x) => x.t >= b && x.t < b + width).reduce((a, x) => a + x.v, 0));
+  }
+  return out;
+}
+
+describe("analytics service over RPC", () => {
+  let h: Harness;
+  const tenantA = uniqueName("tenant_a");
+  const tenantB = uniqueName("tenant_b");
+  let a: AnalyticsClient;
+  let b: AnalyticsClient;
+
+  before(async () => {
+    h = await startAnalytics({ ANALYTICS_DOMAIN_STREAMS: "CORE", ANALYTICS_WATCH_MAX_LAG: "20s" }, (nc) =>
+      nc
+        .jetstreamManager()
+        .then((m) => m.streams.add({ name: "CORE", subjects: ["trellis.core.>"] }))
+        .then(() => undefined),
+    );
+    a = await h.user(tenantA);
+    b = await h.user(tenantB);
+  });
+  after(async () => {
+    await h?.close();
+  });
+
+  // 20 page views 7 minutes apart by 4 users on two plans, one signup; retries of both.
+  const views = Array.from({ length: 20 }, (_, i) =>
+    event(
+      "page.view",
+      { user: `u${i % 4}` },
+      { timeMs: T0 + i * 7 * MIN, props: { plan: i % 3 === 0 ? "pro" : "free" }, nums: { ms: i } },
+    ),
+  );
+  const signup = event("signup", { anon: "visitor-1" }, { timeMs: T0 + 10 * MIN });
+  const timeOf = (e: ClientEvent) => (e.time ? timestampMs(e.time) : 0);
+  const userOf = (e: ClientEvent) => String(e.actor.value);
+
+  test("Track and TrackBatch, then QueryMetrics answers exact counts (retries counted once)", async () => {
+    const tracked = await a.track({ event: signup });
+    assert.ok(tracked.acceptTime);
+    const batch = await a.trackBatch({ events: views });
+    assert.equal(batch.acceptedCount, 20);
+    await a.trackBatch({ events: views.slice(0, 5) }); // a client retry
+    await a.track({ event: { ...signup, time: timestampFromMs(T0 + 2 * HOUR) } }); // same id, new time
+    // The same ids in upper case are the same events.
+    await a.track({ event: { ...views[1], eventId: views[1]?.eventId.toUpperCase() } as ClientEvent });
+
+    const query = (r: Req) =>
+      a.queryMetrics({
+        ...range(T0, T0 + 3 * HOUR),
+        bucket: Bucket.HOUR,
+        aggregation: Aggregation.COUNT,
+        ...r,
+      });
+    const views3h = views.map((e) => ({ t: timeOf(e), v: 1 }));
+    const counts = expected(views3h, T0, T0 + 3 * HOUR, HOUR);
+    await eventually(async () => {
+      const r = await query({ target: { case: "eventName", value: "page.view" } });
+      return values(r.series[0])?.reduce((x, y) => x + y, 0) === 20;
+    });
+    const r = await query({ target: { case: "eventName", value: "page.view" } });
+    assert.deepEqual(
+      r.series.map((s) => [s.group, values(s)]),
+      [["", counts]],
+    );
+    assert.deepEqual(
+      r.series[0]?.points.map((p) => p.bucketStart && timestampMs(p.bucketStart)),
+      [T0, T0 + HOUR, T0 + 2 * HOUR],
+    );
+    const all = await query({ target: { case: "metric", value: Metric.ALL_EVENTS } });
+    assert.deepEqual(
+      values(all.series[0]),
+      expected([...views3h, { t: T0 + 10 * MIN, v: 1 }], T0, T0 + 3 * HOUR, HOUR),
+    );
+
+    // Unique users per hour, from the raw table because of the filter.
+    const uniq = await query({
+      target: { case: "eventName", value: "page.view" },
+      aggregation: Aggregation.UNIQUE_USERS,
+      filters: [{ property: "plan", op: FilterOp.IN, values: ["pro", "free"] }],
+    });
+    const uniqueIn = (s: number) =>
+      new Set(views.filter((e) => timeOf(e) >= s && timeOf(e) < s + HOUR).map(userOf)).size;
+    assert.deepEqual(
+      values(uniq.series[0]),
+      [0, 1, 2].map((i) => uniqueIn(T0 + i * HOUR)),
+    );
+
+    // Sum of a numeric property per plan, largest total first.
+    const sums = await query({
+      target: { case: "eventName", value: "page.view" },
+      aggregation: Aggregation.SUM,
+      sumProperty: "ms",
+      groupBy: "plan",
+    });
+    const byPlan = (plan: string) =>
+      expected(
+        views
+          .filter((e) => e.properties.plan === plan)
+          .map((e) => ({ t: timeOf(e), v: e.numericProperties.ms ?? 0 })),
+        T0,
+        T0 + 3 * HOUR,
+        HOUR,
+      );
+    assert.deepEqual(
+      sums.series.map((s) => [s.group, values(s)]),
+      [
+        ["free", byPlan("free")],
+        ["pro", byPlan("pro")],
+      ],
+    );
+  });
+
+  test("tenant B's token never sees tenant A's data", async () => {
+    await eventually(async () => {
+      const r = await a.queryMetrics({
+        target: { case: "eventName", value: "page.view" },
+        ...range(T0, T0 + DAY),
+        bucket: Bucket.DAY,
+        aggregation: Aggregation.COUNT,
+      });
+      return values(r.series[0])?.[0] === 20;
+    });
+    const dayQuery = {
+      ...range(T0, T0 + DAY),
+      bucket: Bucket.DAY,
+      aggregation: Aggregation.COUNT,
+    } as const;
+    const seenByB = await b.queryMetrics({
+      target: { case: "metric", value: Metric.ALL_EVENTS },
+      ...dayQuery,
+    });
+    assert.deepEqual(values(seenByB.series[0]), [0]);
+    const report = await b.generateReport({
+      kind: ReportKind.ACTIVITY,
+      format: ReportFormat.CSV,
+      ...range(T0, T0 + DAY),
+    });
+    assert.equal(new TextDecoder().decode(report.content), "day,events,active_users\r\n2024-01-01,0,0\r\n");
+    const funnel = await b.funnel({
+      steps: ["signup", "page.view"],
+      window: durationFromMs(DAY),
+      ...range(T0, T0 + DAY),
+    });
+    assert.deepEqual(
+      funnel.steps.map((s) => s.users),
+      [0n, 0n],
+    );
+    // B's own events are B's alone.
+    await b.trackBatch({
+      events: [0, 1, 2].map((i) => event("page.view", { user: "b" }, { timeMs: T0 + i })),
+    });
+    const pageViews = { target: { case: "eventName", value: "page.view" }, ...dayQuery } as const;
+    await eventually(async () => values((await b.queryMetrics(pageViews)).series[0])?.[0] === 3);
+    assert.deepEqual(values((await a.queryMetrics(pageViews)).series[0]), [20]);
+  });
+
+  test("WatchMetrics streams a count that changes once events are tracked, per tenant", async () => {
+    const tenant = uniqueName("tenant_w");
+    const w = await h.user(tenant);
+    const stop = new AbortController();
+    const watch = { eventNames: ["watch.ping", "watch.pong"], interval: durationFromMs(1000) };
+    const stream = w.watchMetrics(watch, { signal: stop.signal })[Symbol.asyncIterator]();
+    const other = b.watchMetrics(watch, { signal: stop.signal })[Symbol.asyncIterator]();
+    const next = async (it: AsyncIterator<WatchMetricsResponse>) => {
+      const r = await it.next();
+      assert.ok(!r.done, "the stream goes on");
+      return r.value;
+    };
+    try {
+      const first = await next(stream);
+      assert.equal(first.total, 0n);
+      const start = timestampMs(first.windowEnd ?? timestampFromMs(0));
+      // Server time (no time set): the events fall in windows after the first one.
+      const pings = [1, 2, 3].map(() => event("watch.ping", { user: "w1" }));
+      await w.trackBatch({
+        events: [...pings, event("watch.pong", { anon: "a1" }), event("watch.other", { user: "w1" })],
+      });
+      await w.track({ event: event("watch.pong", { user: "w2" }) });
+      await w.track({ event: pings[0] as ClientEvent }); // a retry: counted once
+      let total = 0n;
+      const counts: Record<string, bigint> = {};
+      let previousEnd = start;
+      for (let i = 0; i < 60 && total < 5n; i++) {
+        const m = await next(stream);
+        assert.equal(timestampMs(m.windowStart ?? timestampFromMs(0)), previousEnd, "windows are contiguous");
+        previousEnd = timestampMs(m.windowEnd ?? timestampFromMs(0));
+        assert.equal(m.perSecond, Number(m.total));
+        total += m.total;
+        for (const [name, n] of Object.entries(m.counts)) counts[name] = (counts[name] ?? 0n) + n;
+      }
+      assert.equal(total, 5n);
+      assert.deepEqual(counts, { "watch.ping": 3n, "watch.pong": 2n });
+      // Another tenant watching the same names saw none of it.
+      for (;;) {
+        const m = await next(other);
+        assert.equal(m.total, 0n);
+        if (timestampMs(m.windowEnd ?? timestampFromMs(0)) >= previousEnd) break;
+      }
+    } finally {
+      stop.abort();
+    }
+    // The server lets go of cancelled streams.
+    await eventually(async () => {
+      const text = await (await fetch(`http://127.0.0.1:${h.instance.adminPort}/metrics`)).text();
+      return /^analytics_watch_streams 0$/m.test(text);
+    });
+  });
+
+  test("Funnel, Retention and GenerateReport answer from known data", async () => {
+    const tenant = uniqueName("tenant_f");
+    const f = await h.user(tenant);
+    const at = (user: string, name: string, t: number) => event(name, { user }, { timeMs: t });
+    const t = T0 + HOUR;
+    const events = [
+      // a1 converts fully, a2 stops at signup, a3 only views, a4 signs up before viewing,
+      // a5 signs up after the 1 h window.
+      at("a1", "f.view", t),
+      at("a1", "f.signup", t + MIN),
+      at("a1", "f.buy", t + 2 * MIN),
+      at("a2", "f.view", t),
+      at("a2", "f.signup", t + 30 * MIN),
+      at("a3", "f.view", t + MIN),
+      at("a4", "f.signup", t),
+      at("a4", "f.view", t + MIN),
+      at("a5", "f.view", t),
+      at("a5", "f.signup", t + 2 * HOUR),
+      // Retention: c1 joins on day 0 and visits days 0, 1, 2; c2 joins day 0, visits day 2;
+      // c3 joins day 1, visits day 2.
+      at("c1", "r.join", T0 + 1000),
+      at("c1", "r.visit", T0 + 2000),
+      at("c1", "r.visit", T0 + DAY + 5),
+      at("c1", "r.visit", T0 + 2 * DAY + 5),
+      at("c2", "r.join", T0 + 3000),
+      at("c2", "r.visit", T0 + 2 * DAY + 9),
+      at("c3", "r.join", T0 + DAY + 1),
+      at("c3", "r.visit", T0 + 2 * DAY + 1),
+    ];
+    await f.trackBatch({ events });
+    await eventually(async () => {
+      const r = await f.queryMetrics({
+        target: { case: "metric", value: Metric.ALL_EVENTS },
+        ...range(T0, T0 + 3 * DAY),
+        bucket: Bucket.DAY,
+        aggregation: Aggregation.COUNT,
+      });
+      return values(r.series[0])?.reduce((x, y) => x + y, 0) === events.length;
+    });
+
+    const funnel = await f.funnel({
+      steps: ["f.view", "f.signup", "f.buy"],
+      window: durationFromMs(HOUR),
+      ...range(T0, T0 + DAY),
+    });
+    assert.deepEqual(
+      funnel.steps.map((s) => [s.eventName, s.users, s.conversionFromPrevious, s.conversionFromFirst]),
+      [
+        ["f.view", 5n, 1, 1],
+        ["f.signup", 2n, 0.4, 0.4],
+        ["f.buy", 1n, 0.5, 0.2],
+      ],
+    );
+
+    const retention = await f.retention({
+      cohortEvent: "r.join",
+      returnEvent: "r.visit",
+      period: RetentionPeriod.DAY,
+      periods: 3,
+      startTime: timestampFromMs(T0 + 5 * HOUR), // rounded down to T0
+    });
+    assert.deepEqual(
+      retention.rows.map((r) => [
+        r.cohortStart && timestampMs(r.cohortStart),
+        r.cohortSize,
+        r.returned,
+        r.retention,
+      ]),
+      [
+        [T0, 2n, [1n, 1n, 2n], [0.5, 0.5, 1]],
+        [T0 + DAY, 1n, [0n, 1n, 0n], [0, 1, 0]],
+        [T0 + 2 * DAY, 0n, [0n, 0n, 0n], [0, 0, 0]],
+      ],
+    );
+
+    // Activity per day: events and distinct users, computed from what was sent.
+    const days = [0, 1, 2].map((d) => {
+      const inDay = events.filter((e) => timeOf(e) >= T0 + d * DAY && timeOf(e) < T0 + (d + 1) * DAY);
+      return [
+        new Date(T0 + d * DAY).toISOString().slice(0, 10),
+        inDay.length,
+        new Set(inDay.map(userOf)).size,
+      ];
+    });
+    const csv = await f.generateReport({
+      kind: ReportKind.ACTIVITY,
+      format: ReportFormat.CSV,
+      ...range(T0, T0 + 3 * DAY),
+    });
+    assert.equal(csv.contentType, "text/csv; charset=utf-8");
+    assert.equal(csv.filename, "activity-2024-01-01-2024-01-04.csv");
+    assert.equal(
+      new TextDecoder().decode(csv.content),
+      `day,events,active_users\r\n${days.map((d) => d.join(",")).join("\r\n")}\r\n`,
+    );
+    const json = await f.generateReport({
+      kind: ReportKind.ACTIVITY,
+      format: ReportFormat.JSON,
+      ...range(T0, T0 + 3 * DAY),
+    });
+    assert.equal(json.contentType, "application/json");
+    const doc = JSON.parse(new TextDecoder().decode(json.content));
+    assert.deepEqual(
+      doc.rows,
+      days.map(([day, events, activeUsers]) => ({ day, events, active_users: activeUsers })),
+    );
+  });
+
+  test("core's order events are consumed and answer ORDER_REVENUE and the orders report", async () => {
+    const tenant = uniqueName("tenant_o");
+    const o = await h.user(tenant);
+    const js = h.nc.jetstream();
+    const publish = async (amount: bigint, currency: string, t: number) => {
+      const id = randomUUID();
+      const body = create(OrderConfirmedSchema, {
+        tenantId: tenant,
+        orderId: `ord-${id}`,
+        userId: "buyer",
+        total: { amountMinor: amount, currency },
+        confirmTime: timestampFromMs(t),
+      });
+      const headers = eventHeaders({
+        id,
+        type: OrderConfirmedSchema.typeName,
+        service: "core",
+        time: new Date(t),
+      });
+      await js.publish("trellis.core.order.confirmed", toBinary(OrderConfirmedSchema, body), { headers });
+    };
+    await publish(1999n, "USD", T0 + HOUR);
+    await publish(1n, "USD", T0 + DAY + HOUR);
+    await publish(500n, "EUR", T0 + DAY + 2 * HOUR);
+    const revenue = async () =>
+      o.queryMetrics({
+        target: { case: "metric", value: Metric.ORDER_REVENUE },
+        ...range(T0, T0 + 2 * DAY),
+        bucket: Bucket.DAY,
+        aggregation: Aggregation.COUNT,
+      });
+    await eventually(async () => (await revenue()).series.length === 2, { timeoutMs: 30_000 });
+    assert.deepEqual(
+      (await revenue()).series.map((s) => [s.group, values(s)]),
+      [
+        ["USD", [1999, 1]],
+        ["EUR", [0, 500]],
+      ],
+    );
+    const report = await o.generateReport({
+      kind: ReportKind.ORDERS,
+      format: ReportFormat.CSV,
+      ...range(T0, T0 + 2 * DAY),
+    });
+    const lines = new TextDecoder().decode(report.content).trim().split("\r\n");
+    assert.deepEqual(lines.slice(1), [
+      "2024-01-01,USD,0,0,1,1999,0,0,0,0",
+      "2024-01-02,EUR,0,0,1,500,0,0,0,0",
+      "2024-01-02,USD,0,0,1,1,0,0,0,0",
+    ]);
+  });
+
+  test("ClickHouse is a health dependency of the running service", async () => {
+    await h.instance.health.checkNow();
+    assert.deepEqual(h.instance.health.failing(), []);
+    const ready = await fetch(`http://127.0.0.1:${h.instance.adminPort}/readyz`);
+    assert.equal(ready.status, 200);
+  });
+});
+
+// Events as the error cases send them.
+const ok = () => event("ok.event", { user: "u" });
+const validQuery = () =>
+  ({
+    target: { case: "eventName", value: "ok.event" },
+    ...range(T0, T0 + DAY),
+    bucket: Bucket.HOUR,
+    aggregation: Aggregation.COUNT,
+  }) as const;
+
+/** One call per RPC, each answering with the error it raised (or undefined). */
+async function codeOf(call: Promise<unknown> | AsyncIterable<unknown>): Promise<Code | undefined> {
+  try {
+    if (Symbol.asyncIterator in call) {
+      for await (const _ of call) break;
+    } else await call;
+    return undefined;
+  } catch (error) {
+    return error instanceof ConnectError ? error.code : undefined;
+  }
+}
+
+describe("analytics service: bad input and access", () => {
+  let h: Harness;
+  before(async () => {
+    h = await startAnalytics();
+  });
+  after(async () => {
+    await h?.close();
+  });
+
+  const invalid: [string, (c: AnalyticsClient) => Promise<unknown> | AsyncIterable<unknown>][] = [
+    ["Track without event", (c) => c.track({})],
+    ["Track with an injected name", (c) => c.track({ event: { ...ok(), name: "x' OR 1=1 --" } })],
+    ["Track with a non-UUID id", (c) => c.track({ event: { ...ok(), eventId: "1" } })],
+    ["Track without actor", (c) => c.track({ event: { ...ok(), actor: { case: undefined } } })],
+    [
+      "Track an hour in the future",
+      (c) => c.track({ event: event("x", { user: "u" }, { timeMs: Date.now() + HOUR }) }),
+    ],
+    ["Track before 1970", (c) => c.track({ event: event("x", { user: "u" }, { timeMs: -5000 }) })],
+    ["Track with a bad property key", (c) => c.track({ event: { ...ok(), properties: { "bad key": "v" } } })],
+    [
+      "Track with a non-finite number",
+      (c) => c.track({ event: { ...ok(), numericProperties: { n: Number.NaN } } }),
+    ],
+    ["TrackBatch empty", (c) => c.trackBatch({ events: [] })],
+    ["TrackBatch of 1001", (c) => c.trackBatch({ events: Array.from({ length: 1001 }, ok) })],
+    ["TrackBatch with one bad event", (c) => c.trackBatch({ events: [ok(), { ...ok(), name: "" }] })],
+    ["QueryMetrics without target", (c) => c.queryMetrics({ ...validQuery(), target: { case: undefined } })],
+    [
+      "QueryMetrics with end before start",
+      (c) => c.queryMetrics({ ...validQuery(), ...range(T0 + DAY, T0) }),
+    ],
+    ["QueryMetrics without bucket", (c) => c.queryMetrics({ ...validQuery(), bucket: Bucket.UNSPECIFIED })],
+    [
+      "QueryMetrics minutes over 8 days",
+      (c) => c.queryMetrics({ ...validQuery(), bucket: Bucket.MINUTE, ...range(T0, T0 + 8 * DAY) }),
+    ],
+    [
+      "QueryMetrics SUM without property",
+      (c) => c.queryMetrics({ ...validQuery(), aggregation: Aggregation.SUM }),
+    ],
+    [
+      "QueryMetrics EQ with two values",
+      (c) =>
+        c.queryMetrics({
+          ...validQuery(),
+          filters: [{ property: "p", op: FilterOp.EQ, values: ["a", "b"] }],
+        }),
+    ],
+    ["QueryMetrics with an injected group", (c) => c.queryMetrics({ ...validQuery(), groupBy: "plan') --" })],
+    ["WatchMetrics every 500 ms", (c) => c.watchMetrics({ interval: durationFromMs(500) })],
+    ["WatchMetrics with a bad name", (c) => c.watchMetrics({ eventNames: ["no spaces"] })],
+    [
+      "Funnel of one step",
+      (c) => c.funnel({ steps: ["a"], window: durationFromMs(HOUR), ...range(T0, T0 + DAY) }),
+    ],
+    ["Funnel without window", (c) => c.funnel({ steps: ["a", "b"], ...range(T0, T0 + DAY) })],
+    [
+      "Funnel over 400 days",
+      (c) => c.funnel({ steps: ["a", "b"], window: durationFromMs(HOUR), ...range(T0, T0 + 400 * DAY) }),
+    ],
+    [
+      "Retention of 0 periods",
+      (c) =>
+        c.retention({
+          cohortEvent: "a",
+          returnEvent: "b",
+          period: RetentionPeriod.DAY,
+          periods: 0,
+          startTime: timestampFromMs(T0),
+        }),
+    ],
+    [
+      "Retention without period",
+      (c) => c.retention({ cohortEvent: "a", returnEvent: "b", periods: 3, startTime: timestampFromMs(T0) }),
+    ],
+    [
+      "GenerateReport without kind",
+      (c) => c.generateReport({ format: ReportFormat.CSV, ...range(T0, T0 + DAY) }),
+    ],
+    [
+      "GenerateReport without format",
+      (c) => c.generateReport({ kind: ReportKind.ORDERS, ...range(T0, T0 + DAY) }),
+    ],
+    [
+      "GenerateReport without start",
+      (c) =>
+        c.generateReport({
+          kind: ReportKind.ORDERS,
+          format: ReportFormat.JSON,
+          endTime: timestampFromMs(T0),
+        }),
+    ],
+  ];
+  test("bad input is invalid_argument on every RPC", async () => {
+    const c = await h.user(uniqueName("tenant"));
+    for (const [name, call] of invalid) assert.equal(await codeOf(call(c)), Code.InvalidArgument, name);
+  });
+
+  const calls: [string, string, (c: AnalyticsClient) => Promise<unknown> | AsyncIterable<unknown>][] = [
+    ["Track", "analytics.events.write", (c) => c.track({ event: ok() })],
+    ["TrackBatch", "analytics.events.write", (c) => c.trackBatch({ events: [ok()] })],
+    ["QueryMetrics", "analytics.metrics.read", (c) => c.queryMetrics(validQuery())],
+    ["WatchMetrics", "analytics.metrics.read", (c) => c.watchMetrics({})],
+    [
+      "Funnel",
+      "analytics.metrics.read",
+      (c) => c.funnel({ steps: ["a", "b"], window: durationFromMs(HOUR), ...range(T0, T0 + DAY) }),
+    ],
+    [
+      "Retention",
+      "analytics.metrics.read",
+      (c) =>
+        c.retention({
+          cohortEvent: "a",
+          returnEvent: "b",
+          period: RetentionPeriod.WEEK,
+          periods: 2,
+          startTime: timestampFromMs(T0),
+        }),
+    ],
+    [
+      "GenerateReport",
+      "analytics.reports.read",
+      (c) =>
+        c.generateReport({ kind: ReportKind.REVENUE, format: ReportFormat.JSON, ...range(T0, T0 + DAY) }),
+    ],
+  ];
+  test("no token, a foreign or expired token: unauthenticated; a missing permission: permission_denied", async () => {
+    const tenant = uniqueName("tenant");
+    const foreign = await createTestIssuer({ issuer: h.issuer.issuer });
+    const forged = h.raw(`Bearer ${await foreign.sign({ tid: tenant, perms: ["analytics.metrics.read"] })}`);
+    const expired = await h.user(tenant, undefined, {
+      issuedAt: Math.floor(Date.now() / 1000) - 3600,
+      expiresIn: 60,
+    });
+    for (const [name, permission, call] of calls) {
+      assert.equal(await codeOf(call(h.raw())), Code.Unauthenticated, `${name} without token`);
+      assert.equal(
+        await codeOf(call(h.raw("Bearer not-a-jwt"))),
+        Code.Unauthenticated,
+        `${name} garbage token`,
+      );
+      assert.equal(await codeOf(call(forged)), Code.Unauthenticated, `${name} foreign issuer`);
+      assert.equal(await codeOf(call(expired)), Code.Unauthenticated, `${name} expired`);
+      const others = ["analytics.events.write", "analytics.metrics.read", "analytics.reports.read"].filter(
+        (p) => p !== permission,
+      );
+      assert.equal(
+        await codeOf(call(await h.user(tenant, others))),
+        Code.PermissionDenied,
+        `${name} without ${permission}`,
+      );
+    }
+    // With the permission, each call goes through (WatchMetrics: its first window arrives).
+    for (const [name, permission, call] of calls) {
+      assert.equal(await codeOf(call(await h.user(tenant, [permission]))), undefined, name);
+    }
+    await foreign.close();
+  });
+});
