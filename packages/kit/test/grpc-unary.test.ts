@@ -248,6 +248,20 @@ describe("gRPC unary fast path", () => {
     assert.equal(res.text, "false:true:grpc");
   });
 
+  test("a message spread over many DATA frames is read whole", async () => {
+    const padding = new Uint8Array(300_000).fill(7);
+    const before = fastCalls.length;
+    const { value } = await grpcJsCall(
+      stock,
+      echoPath,
+      EchoRequestSchema,
+      EchoResponseSchema,
+      create(EchoRequestSchema, { text: "big", padding }),
+    );
+    assert.equal(value.text, "big");
+    assert.equal(fastCalls.length - before, 1);
+  });
+
   test("context values carry the request id", async () => {
     const metadata = new grpc.Metadata();
     metadata.set("x-request-id", "req-7");
