@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type BillingPort, createBillingClient } from "../src/billing.js";
 import { createTestPki, type KeyPair, type TestPki } from "../../../packages/kit/test/support/pki.js";
+import { type BillingPort, createBillingClient } from "../src/billing.js";
 import { type ScriptedBilling, startScriptedBilling } from "./support/scripted-billing.js";
 
 const codeOf = (e: unknown) => ConnectError.from(e).code;
