@@ -15,6 +15,8 @@ import { type AnalyticsStore, createAnalyticsStore } from "./store.ts";
 import { createTrackingHandlers } from "./tracking.ts";
 import { createWatch, type Watch } from "./watch.ts";
 
+const STOP_TIMEOUT_MS = 10_000;
+
 /** What the AnalyticsService routes are built from. */
 export interface BuildDeps {
   readonly store: AnalyticsStore;
@@ -100,7 +102,15 @@ export async function createAnalyticsParts(input: ServiceDeps): Promise<Analytic
         await ingest.start();
       },
       async stop() {
-        await ingest.stop();
+        // A write still in flight is not acknowledged, so JetStream redelivers it: shutdown
+        // need not wait for a slow ClickHouse.
+        const stopped = ingest.stop().then(() => true);
+        const timer = new Promise<false>((resolve) => setTimeout(resolve, STOP_TIMEOUT_MS, false).unref());
+        if (!(await Promise.race([stopped, timer]))) {
+          logger.warn(
+            "analytics: consumers did not stop in time; unacknowledged batches will be redelivered",
+          );
+        }
         await clickhouse.close();
       },
     };

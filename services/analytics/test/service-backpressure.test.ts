@@ -11,6 +11,7 @@ import { eventually, uniqueName } from "@trellis/kit/testing.js";
 import { CLICKHOUSE_URL, event, type Harness, startAnalytics } from "./harness.ts";
 
 const T0 = Date.UTC(2024, 0, 1);
+const call = { timeoutMs: 20_000 };
 
 /** A TCP proxy to the test ClickHouse server that the test can cut off and reconnect. */
 async function startProxy(target: URL) {
@@ -46,7 +47,8 @@ async function startProxy(target: URL) {
   };
 }
 
-describe("analytics service while ClickHouse is down", () => {
+// Bounded, so that a hang fails the suite instead of stalling it.
+describe("analytics service while ClickHouse is down", { timeout: 240_000 }, () => {
   let h: Harness;
   let proxy: Awaited<ReturnType<typeof startProxy>>;
   before(async () => {
@@ -63,23 +65,25 @@ describe("analytics service while ClickHouse is down", () => {
     const c = await h.user(uniqueName("tenant"));
     const events = [0, 1, 2].map((i) => event("bp.ping", { user: "u" }, { timeMs: T0 + i * 1000 }));
     proxy.block();
-    await c.track({ event: events[0] });
-    await c.trackBatch({ events: events.slice(0, 2) }); // with a retry of the first
+    await c.track({ event: events[0] }, call);
+    await c.trackBatch({ events: events.slice(0, 2) }, call); // with a retry of the first
     await assert.rejects(
-      c.track({ event: events[2] }),
+      c.track({ event: events[2] }, call),
       (e: unknown) => e instanceof ConnectError && e.code === Code.ResourceExhausted,
     );
     await eventually(async () => {
       await h.instance.health.checkNow();
       return h.instance.health.failing().includes("clickhouse");
     });
-    const ready = await fetch(`http://127.0.0.1:${h.instance.adminPort}/readyz`);
+    const ready = await fetch(`http://127.0.0.1:${h.instance.adminPort}/readyz`, {
+      signal: AbortSignal.timeout(10_000),
+    });
     assert.equal(ready.status, 503);
 
     proxy.unblock();
     await eventually(
       () =>
-        c.track({ event: events[2] }).then(
+        c.track({ event: events[2] }, call).then(
           () => true,
           (e: unknown) => {
             if (e instanceof ConnectError && e.code === Code.ResourceExhausted) return false;
@@ -89,13 +93,16 @@ describe("analytics service while ClickHouse is down", () => {
       { timeoutMs: 60_000, intervalMs: 200, what: "the buffer to drain" },
     );
     const count = async () => {
-      const r = await c.queryMetrics({
-        target: { case: "eventName", value: "bp.ping" },
-        startTime: timestampFromMs(T0),
-        endTime: timestampFromMs(T0 + 3_600_000),
-        bucket: Bucket.HOUR,
-        aggregation: Aggregation.COUNT,
-      });
+      const r = await c.queryMetrics(
+        {
+          target: { case: "eventName", value: "bp.ping" },
+          startTime: timestampFromMs(T0),
+          endTime: timestampFromMs(T0 + 3_600_000),
+          bucket: Bucket.HOUR,
+          aggregation: Aggregation.COUNT,
+        },
+        call,
+      );
       return r.series[0]?.points[0]?.value;
     };
     await eventually(async () => (await count()) === 3, { timeoutMs: 30_000 });

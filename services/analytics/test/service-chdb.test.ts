@@ -11,7 +11,7 @@ import { event, type Harness, startAnalytics } from "./harness.ts";
 
 const T0 = Date.UTC(2024, 0, 1);
 
-describe("analytics service on chDB", () => {
+describe("analytics service on chDB", { timeout: 240_000 }, () => {
   let h: Harness;
   let dir: string;
   before(async () => {

@@ -46,7 +46,8 @@ function expected(items: { t: number; v: number }[], start: number, end: number,
   return out;
 }
 
-describe("analytics service over RPC", () => {
+// Suites are bounded, so that a hang fails instead of stalling the run.
+describe("analytics service over RPC", { timeout: 300_000 }, () => {
   let h: Harness;
   const tenantA = uniqueName("tenant_a");
   const tenantB = uniqueName("tenant_b");
@@ -204,8 +205,9 @@ describe("analytics service over RPC", () => {
     const w = await h.user(tenant);
     const stop = new AbortController();
     const watch = { eventNames: ["watch.ping", "watch.pong"], interval: durationFromMs(1000) };
-    const stream = w.watchMetrics(watch, { signal: stop.signal })[Symbol.asyncIterator]();
-    const other = b.watchMetrics(watch, { signal: stop.signal })[Symbol.asyncIterator]();
+    const options = { signal: stop.signal };
+    const stream = w.watchMetrics(watch, options)[Symbol.asyncIterator]();
+    const other = b.watchMetrics(watch, options)[Symbol.asyncIterator]();
     const next = async (it: AsyncIterator<WatchMetricsResponse>) => {
       const r = await it.next();
       assert.ok(!r.done, "the stream goes on");
@@ -246,7 +248,8 @@ describe("analytics service over RPC", () => {
     }
     // The server lets go of cancelled streams.
     await eventually(async () => {
-      const text = await (await fetch(`http://127.0.0.1:${h.instance.adminPort}/metrics`)).text();
+      const metrics = `http://127.0.0.1:${h.instance.adminPort}/metrics`;
+      const text = await (await fetch(metrics, { signal: AbortSignal.timeout(10_000) })).text();
       return /^analytics_watch_streams 0$/m.test(text);
     });
   });
@@ -414,7 +417,9 @@ describe("analytics service over RPC", () => {
   test("ClickHouse is a health dependency of the running service", async () => {
     await h.instance.health.checkNow();
     assert.deepEqual(h.instance.health.failing(), []);
-    const ready = await fetch(`http://127.0.0.1:${h.instance.adminPort}/readyz`);
+    const ready = await fetch(`http://127.0.0.1:${h.instance.adminPort}/readyz`, {
+      signal: AbortSignal.timeout(10_000),
+    });
     assert.equal(ready.status, 200);
   });
 });
@@ -441,7 +446,7 @@ async function codeOf(call: Promise<unknown> | AsyncIterable<unknown>): Promise<
   }
 }
 
-describe("analytics service: bad input and access", () => {
+describe("analytics service: bad input and access", { timeout: 300_000 }, () => {
   let h: Harness;
   before(async () => {
     h = await startAnalytics();
