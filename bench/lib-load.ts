@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
+import http2 from "node:http2";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
@@ -63,4 +64,53 @@ export function grpcFrame(message: Uint8Array): Uint8Array {
   new DataView(frame.buffer).setUint32(1, message.length);
   frame.set(message, 5);
   return frame;
+}
+
+/** A unary gRPC call as raw frames: the method's path, the encoded request, extra headers. */
+export interface RawCall {
+  readonly path: string;
+  readonly body: Uint8Array;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A lean gRPC unary client over one HTTP/2 connection, for benchmarks whose client shares the
+ * machine's two cores with the service: it sends prebuilt frames and checks only the status, so
+ * the service, not the client library, is what runs out of CPU (pgbench is C). It rejects with
+ * the grpc-status and grpc-message of a failed call.
+ */
+export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<void>; close(): void } {
+  const session = http2.connect(baseUrl);
+  session.on("error", () => {});
+  return {
+    call({ path, body, headers }) {
+      return new Promise((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": path,
+          "content-type": "application/grpc+proto",
+          te: "trailers",
+          ...headers,
+        });
+        let status: string | undefined;
+        let message = "";
+        const take = (h: http2.IncomingHttpHeaders) => {
+          if (h["grpc-status"] !== undefined) {
+            status = String(h["grpc-status"]);
+            message = decodeURIComponent(String(h["grpc-message"] ?? ""));
+          }
+        };
+        stream.on("response", take);
+        stream.on("trailers", take);
+        stream.on("data", () => {});
+        stream.on("error", reject);
+        stream.on("close", () => {
+          if (status === "0") resolve();
+          else reject(new Error(`grpc-status ${status ?? "missing"} (${stream.rstCode ?? 0}): ${message}`));
+        });
+        stream.end(grpcFrame(body));
+      });
+    },
+    close: () => session.close(),
+  };
 }

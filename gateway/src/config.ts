@@ -95,8 +95,7 @@ export function gatewayConfigSchema() {
     EJECT_COOLDOWN: env.duration({ default: 5_000, min: 1 }),
     HEALTH_CHECK_INTERVAL: env.duration({ default: 5_000, min: 0 }),
     JWKS_CACHE: env.duration({ default: 60_000, min: 0 }),
-    /** How long a verified token is trusted before its signature is checked again; 0 checks every call. */
-    TOKEN_CACHE: env.duration({ default: 60_000, min: 0 }),
+    TOKEN_CACHE: kit.TOKEN_CACHE,
     /** Least time between two key fetches triggered by unknown kids. */
     JWKS_COOLDOWN: env.duration({ default: 30_000, min: 0 }),
   };

@@ -10,6 +10,7 @@ import { createHealthState, type HealthState } from "@trellis/kit/health.js";
 import { createLoggingInterceptor } from "@trellis/kit/logger.js";
 import { createMetricsInterceptor, createRpcMetrics } from "@trellis/kit/metrics.js";
 import { connectNats } from "@trellis/kit/nats.js";
+import { createCachingVerifier } from "@trellis/kit/token-cache.js";
 import { createTokenVerifier, type TokenVerifier } from "@trellis/kit/tokens.js";
 import {
   createClientTracingInterceptor,
@@ -42,7 +43,6 @@ import {
 } from "./revocations.js";
 import { routedServices } from "./routes.js";
 import { createStaticFiles } from "./static.js";
-import { createCachingVerifier } from "./token-cache.js";
 
 /** What the gateway runs with; everything but config and logger has a default. */
 export interface GatewayOptions {

@@ -11,7 +11,7 @@ import { listenDual } from "../src/listener.js";
 import { buildOpenApi } from "../src/openapi.js";
 import { compileTemplate, matchRoute, RestInputError, restRequestJson, restRoutes } from "../src/rest.js";
 import { isRoutable, routedServices } from "../src/routes.js";
-import { createCachingVerifier } from "../src/token-cache.js";
+import { createCachingVerifier } from "@trellis/kit/token-cache.js";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
 

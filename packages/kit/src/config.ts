@@ -286,6 +286,8 @@ export function kitConfigSchema(defaultPort: number) {
     JWKS_URL: env.url({ optional: true, protocols: ["http", "https"] }),
     JWT_ISSUER: env.string({ default: "trellis-auth" }),
     JWT_AUDIENCE: env.string({ default: "trellis" }),
+    /** How long a verified access token is trusted before its signature is checked again; 0 checks every call. */
+    TOKEN_CACHE: env.duration({ default: 60_000, min: 0 }),
     NATS_URL: env.url({ default: "nats://127.0.0.1:4222", protocols: ["nats", "tls"] }),
     DATABASE_URL: env.url({ optional: true, protocols: ["postgres", "postgresql"] }),
     // 1 against PGlite (the embedded store of `npm start`), which serves one connection at a time.

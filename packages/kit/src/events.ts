@@ -24,12 +24,18 @@ export function uuidv7(nowMs: number = Date.now()): string {
 
 /** The subject declared by the message option `(trellis.common.v1.event).subject`; throws if absent. */
 export function eventSubject(schema: DescMessage): string {
-  const subject = hasOption(schema, event) ? getOption(schema, event).subject : "";
-  if (!subject) {
-    throw new Error(`${schema.typeName} is not an event: it has no (trellis.common.v1.event).subject option`);
+  let subject = subjects.get(schema);
+  if (subject === undefined) {
+    subject = hasOption(schema, event) ? getOption(schema, event).subject : "";
+    if (!subject) {
+      throw new Error(`${schema.typeName} is not an event: it has no (trellis.common.v1.event).subject option`);
+    }
+    subjects.set(schema, subject);
   }
   return subject;
 }
+// Reading an option decodes it each time; an outbox write per RPC asks for the same few.
+const subjects = new WeakMap<DescMessage, string>();
 
 /** The CloudEvents `ce-source` of a Trellis service. */
 export function eventSource(service: string): string {

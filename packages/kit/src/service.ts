@@ -21,6 +21,7 @@ import { KIT_MIGRATIONS_DIR, migrate } from "./migrate.js";
 import { connectNats, natsCheck, type StreamSpec } from "./nats.js";
 import { type Relay, startRelay } from "./relay.js";
 import { installSignalHandlers, type RunningService, startService } from "./server.js";
+import { createCachingVerifier } from "./token-cache.js";
 import { createTokenVerifier, type TokenVerifier } from "./tokens.js";
 import { createTracing, injectTraceHeaders, observabilityInterceptors, type Tracer } from "./tracing.js";
 import { createValidationInterceptor } from "./validation.js";
@@ -145,11 +146,14 @@ export async function startServiceInstance(
       sql,
       nats,
       tokens: config.JWKS_URL
-        ? createTokenVerifier({
-            jwksUrl: config.JWKS_URL,
-            issuer: config.JWT_ISSUER,
-            audience: config.JWT_AUDIENCE,
-          })
+        ? cachingVerifier(
+            createTokenVerifier({
+              jwksUrl: config.JWKS_URL,
+              issuer: config.JWT_ISSUER,
+              audience: config.JWT_AUDIENCE,
+            }),
+            config.TOKEN_CACHE,
+          )
         : noJwksVerifier,
       tls,
       injectTrace: (headers) => {
@@ -257,6 +261,11 @@ export async function startTestService(
   };
   const instance = await startServiceInstance(definition, env);
   return { ...instance, baseUrl: `http://127.0.0.1:${instance.port}` };
+}
+
+/** verifier behind a cache of verified tokens kept ttlMs (never past their exp); 0 turns it off. */
+function cachingVerifier(verifier: TokenVerifier, ttlMs: number): TokenVerifier {
+  return ttlMs > 0 ? createCachingVerifier(verifier, { ttlMs }) : verifier;
 }
 
 const noJwksVerifier: TokenVerifier = {
