@@ -6,12 +6,12 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { CoreService } from "@trellis/gen/trellis/core/v1/core_pb.js";
 import type { Principal } from "@trellis/kit/context.js";
 import { createLogger } from "@trellis/kit/logger.js";
+import { createCachingVerifier } from "@trellis/kit/token-cache.js";
 import type { TokenVerifier } from "@trellis/kit/tokens.js";
 import { listenDual } from "../src/listener.js";
 import { buildOpenApi } from "../src/openapi.js";
 import { compileTemplate, matchRoute, RestInputError, restRequestJson, restRoutes } from "../src/rest.js";
 import { isRoutable, routedServices } from "../src/routes.js";
-import { createCachingVerifier } from "@trellis/kit/token-cache.js";
 
 const logger = createLogger({ service: "gateway-test", level: "silent" });
 

@@ -28,7 +28,9 @@ export function eventSubject(schema: DescMessage): string {
   if (subject === undefined) {
     subject = hasOption(schema, event) ? getOption(schema, event).subject : "";
     if (!subject) {
-      throw new Error(`${schema.typeName} is not an event: it has no (trellis.common.v1.event).subject option`);
+      throw new Error(
+        `${schema.typeName} is not an event: it has no (trellis.common.v1.event).subject option`,
+      );
     }
     subjects.set(schema, subject);
   }
