@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { base64url, SignJWT } from "jose";
+import { base64url, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { createTestIssuer, type TestIssuer, type TestTokenClaims } from "../src/test-tokens.ts";
 import { createTokenVerifier } from "../src/tokens.ts";
 
@@ -75,12 +75,90 @@ for (const alg of ["ES256", "EdDSA"] as const) {
       ],
       ["garbage", async () => "not.a.jwt"],
       ["empty", async () => ""],
+      ["not yet valid (nbf)", () => issuer.sign({ extra: { nbf: now() + 120 } })],
+      [
+        "payload changed after signing",
+        async () => {
+          const [head, , sig] = (await issuer.sign({ sub: "u1" })).split(".");
+          const body = base64url.encode(JSON.stringify({ ...claimsFor(issuer), sub: "admin" }));
+          return `${head}.${body}.${sig}`;
+        },
+      ],
+      [
+        "signature cut short",
+        async () => {
+          const token = await issuer.sign();
+          return token.slice(0, -8);
+        },
+      ],
+      [
+        "other alg in the header than the key's",
+        async () => {
+          const [, body, sig] = (await issuer.sign()).split(".");
+          const head = base64url.encode(
+            JSON.stringify({ alg: alg === "ES256" ? "EdDSA" : "ES256", kid: issuer.kid }),
+          );
+          return `${head}.${body}.${sig}`;
+        },
+      ],
+      [
+        "a crit header",
+        async () => {
+          const [, body, sig] = (await issuer.sign()).split(".");
+          const head = base64url.encode(JSON.stringify({ alg, kid: issuer.kid, crit: ["exp"] }));
+          return `${head}.${body}.${sig}`;
+        },
+      ],
+      [
+        "a JSON array payload",
+        async () =>
+          `${base64url.encode(JSON.stringify({ alg, kid: issuer.kid }))}.${base64url.encode("[1]")}.x`,
+      ],
     ];
     for (const [name, make] of rejected) {
       it(`rejects a token: ${name}`, async () => {
         await assertCode(verifier().verify(await make()), Code.Unauthenticated);
       });
     }
+
+    it("rejects claims of the wrong type or missing", async () => {
+      const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+      const jwk = { ...(await exportJWK(publicKey)), kid: "own", alg, use: "sig" };
+      const v = createTokenVerifier({
+        jwks: { keys: [jwk] },
+        issuer: issuer.issuer,
+        audience: issuer.audience,
+      });
+      const sign = (claims: Record<string, unknown>) =>
+        new SignJWT(claims).setProtectedHeader({ alg, kid: "own" }).sign(privateKey);
+      const good = claimsFor(issuer);
+      assert.equal((await v.verify(await sign(good))).userId, "u", "the well-formed token passes");
+      const { exp: _exp, ...noExp } = good;
+      const { iat: _iat, ...noIat } = good;
+      for (const claims of [
+        { ...good, exp: String(good.exp) },
+        { ...good, iat: String(good.iat) },
+        { ...good, nbf: "0" },
+        { ...good, aud: 7 },
+        { ...good, aud: ["x", "y"] },
+        noExp,
+        noIat,
+      ]) {
+        await assertCode(v.verify(await sign(claims)), Code.Unauthenticated);
+      }
+    });
+
+    it("accepts a token just past exp within the clock tolerance", async () => {
+      const token = await issuer.sign({ issuedAt: now() - 302, expiresIn: 300 });
+      assert.equal((await verifier().verify(token)).userId, "user-1");
+      const strict = createTokenVerifier({
+        jwks: issuer.jwks(),
+        issuer: issuer.issuer,
+        audience: issuer.audience,
+        clockToleranceSec: 0,
+      });
+      await assertCode(strict.verify(token), Code.Unauthenticated);
+    });
 
     it("rejects a revoked session", async () => {
       const token = await issuer.sign({ sid: "revoked-1" });
