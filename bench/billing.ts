@@ -43,8 +43,7 @@ let child: ChildProcess | undefined;
 // The statements billing's Charge and RecordUsage run (store-catalog claimKey, store-payments
 // insertCharge / store-billing usageContext and insertUsage, the kit's enqueue, completeKey), in
 // the same order, with pgbench variables for the per-call values. The service issues its last three
-// writes together (postgres.js pipelines them) and NOTIFYs once the outbox row is in: pgbench
-// pipelines the same three.
+// writes and the NOTIFY together (postgres.js pipelines them): pgbench pipelines the same four.
 const tenantExpr = "('bench-' || (:t)::text)";
 const keyExpr = "('pg-' || (:client_id)::text || '-' || (:r)::text)";
 const claim = (method: string) => `with claimed as (
@@ -63,10 +62,10 @@ const tail = (insert: string, subject: string, type: string, payloadBytes: numbe
   `insert into outbox (id, subject, type, payload, headers)
    values (${keyExpr}, '${subject}', '${type}', '\\x${hex(payloadBytes)}'::bytea,
      '{"traceparent":"00-${hex(16)}-${hex(8)}-01"}'::jsonb);`,
+  "select pg_notify('trellis_outbox', '');",
   `update idempotency_keys set response = '\\x${hex(responseBytes)}'::bytea
    where tenant_id = ${tenantExpr} and key = ${keyExpr};`,
   "\\endpipeline",
-  "select pg_notify('trellis_outbox', '');",
 ];
 const oneLine = (sql: string) => sql.replace(/\s*\n\s*/g, " ");
 const script = (lines: string[]) =>
