@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { hash, verify } from "@node-rs/argon2";
 
 /** argon2id at the OWASP Password Storage Cheat Sheet parameters: 19 MiB, 2 passes, 1 lane. */
 export const argon2Params = {
@@ -29,6 +29,8 @@ export interface PasswordHasherOptions {
   readonly concurrency?: number;
   /** Hashes allowed to wait; beyond that a sign-in gets resource_exhausted at once. */
   readonly maxQueue?: number;
+  /** Nice value of the hashing threads on Linux (default 4: below the event loop; 0 = same). */
+  readonly nice?: number;
 }
 
 /** The concurrency a hasher uses for the given option (0 = automatic). */
@@ -36,44 +38,102 @@ export function hashConcurrency(option = 0): number {
   return option > 0 ? option : Math.max(1, availableParallelism() - 1);
 }
 
-/**
- * A password hasher on @node-rs/argon2's async API (libuv thread pool). At most `concurrency`
- * hashes run at once: the pool is shared with WebCrypto (token signing and checks), which must
- * never wait behind a queue of 40 ms hashes.
- */
-export async function createPasswordHasher(options: PasswordHasherOptions = {}): Promise<PasswordHasher> {
-  const limit = hashConcurrency(options.concurrency);
-  const maxQueue = options.maxQueue ?? 256;
-  let running = 0;
-  const waiting: Array<() => void> = [];
+/** What a hashing thread is asked to do. */
+export type HashWork =
+  | { readonly op: "hash"; readonly password: string; readonly params: typeof argon2Params }
+  | { readonly op: "verify"; readonly hash: string; readonly password: string };
 
-  const run = async <T>(work: () => Promise<T>): Promise<T> => {
-    if (running >= limit) {
-      if (waiting.length >= maxQueue)
-        throw new ConnectError("too many sign-ins in progress", Code.ResourceExhausted);
-      await new Promise<void>((resolve) => waiting.push(resolve));
-    } else {
-      running++;
-    }
-    try {
-      return await work();
-    } finally {
-      // Hand the slot straight to the next waiter, so running never dips and rises again.
-      const next = waiting.shift();
-      if (next) next();
-      else running--;
+/** A job for a hashing thread (hash-worker.mjs). */
+export type HashJob = HashWork & { readonly id: number };
+
+/** A hashing thread's answer to one job. */
+export type HashResult =
+  | { readonly id: number; readonly value: string | boolean }
+  | { readonly id: number; readonly error: string };
+
+/**
+ * A password hasher on `concurrency` worker threads running @node-rs/argon2's synchronous API, each
+ * holding one job in hand and one queued, so a thread starts its next hash without waiting for the
+ * event loop to hear the last one finished (on the libuv pool it waited, and a busy event loop left
+ * the pool idle between hashes). Further jobs wait here, at most maxQueue of them; beyond that a
+ * sign-in gets resource_exhausted at once. WebCrypto and the rest of the libuv pool are left alone.
+ */
+export async function createPasswordHasher(
+  options: PasswordHasherOptions = {},
+): Promise<PasswordHasher & { close(): Promise<void> }> {
+  const threads = hashConcurrency(options.concurrency);
+  const maxQueue = options.maxQueue ?? 256;
+  const perThread = 2;
+  type Pending = { job: HashJob; resolve: (v: string | boolean) => void; reject: (e: Error) => void };
+  const workers = Array.from({ length: threads }, () => {
+    const worker = new Worker(new URL("./hash-worker.mjs", import.meta.url), {
+      workerData: { nice: options.nice ?? 4 },
+    });
+    return { worker, inHand: new Map<number, Pending>() };
+  });
+  const waiting: Pending[] = [];
+  let nextId = 1;
+  let closed = false;
+
+  const dispatch = () => {
+    for (const w of workers) {
+      while (w.inHand.size < perThread && waiting.length > 0) {
+        const p = waiting.shift() as Pending;
+        if (w.inHand.size === 0) w.worker.ref();
+        w.inHand.set(p.job.id, p);
+        w.worker.postMessage(p.job);
+      }
     }
   };
+  for (const w of workers) {
+    w.worker.on("message", (result: HashResult) => {
+      const p = w.inHand.get(result.id);
+      if (!p) return;
+      w.inHand.delete(result.id);
+      dispatch();
+      if (w.inHand.size === 0) w.worker.unref();
+      if ("error" in result) p.reject(new Error(result.error));
+      else p.resolve(result.value);
+    });
+    w.worker.on("error", (error) => {
+      for (const p of w.inHand.values()) p.reject(error);
+      w.inHand.clear();
+      w.worker.unref();
+    });
+    // A thread keeps the process alive only while it has jobs (unref after the listeners: adding
+    // one refs the port again).
+    w.worker.unref();
+  }
+  const inHand = () => workers.reduce((n, w) => n + w.inHand.size, 0);
+  const computing = () => workers.reduce((n, w) => n + Math.min(1, w.inHand.size), 0);
 
-  const dummy = await hash("dummy password for unknown accounts", argon2Params);
+  const run = (job: HashWork): Promise<string | boolean> => {
+    if (closed) return Promise.reject(new ConnectError("password hasher is closed", Code.Unavailable));
+    if (computing() >= threads && inHand() - computing() + waiting.length >= maxQueue) {
+      return Promise.reject(new ConnectError("too many sign-ins in progress", Code.ResourceExhausted));
+    }
+    return new Promise((resolve, reject) => {
+      waiting.push({ job: { ...job, id: nextId++ }, resolve, reject });
+      dispatch();
+    });
+  };
+
+  const dummy = String(
+    await run({ op: "hash", password: "dummy password for unknown accounts", params: argon2Params }),
+  );
   return {
-    hash: (password) => run(() => hash(password, argon2Params)),
+    hash: async (password) => String(await run({ op: "hash", password, params: argon2Params })),
     async verify(storedHash, password) {
-      const ok = await run(() => verify(storedHash ?? dummy, password).catch(() => false));
-      return ok && storedHash !== undefined;
+      const ok = await run({ op: "verify", hash: storedHash ?? dummy, password });
+      return ok === true && storedHash !== undefined;
     },
     get load() {
-      return { running, waiting: waiting.length };
+      const running = computing();
+      return { running, waiting: inHand() - running + waiting.length };
+    },
+    async close() {
+      closed = true;
+      await Promise.all(workers.map((w) => w.worker.terminate()));
     },
   };
 }

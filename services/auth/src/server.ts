@@ -94,6 +94,10 @@ export function createAuthService(source: ConfigSource, options: AuthServiceOpti
         clock: options.clock,
       });
       await keys.init();
+      const passwords = await createPasswordHasher({
+        concurrency: config.PASSWORD_HASH_CONCURRENCY,
+        maxQueue: config.PASSWORD_HASH_QUEUE,
+      });
       const deps: AuthDeps = {
         store,
         keys,
@@ -101,10 +105,7 @@ export function createAuthService(source: ConfigSource, options: AuthServiceOpti
         config,
         logger: kit.logger,
         clock: options.clock ?? Date.now,
-        passwords: await createPasswordHasher({
-          concurrency: config.PASSWORD_HASH_CONCURRENCY,
-          maxQueue: config.PASSWORD_HASH_QUEUE,
-        }),
+        passwords,
         throttle: createThrottle(store, {
           maxFailuresPerAccount: config.LOGIN_MAX_FAILURES,
           maxFailuresPerAddress: config.LOGIN_MAX_FAILURES_PER_ADDRESS,
@@ -147,6 +148,7 @@ export function createAuthService(source: ConfigSource, options: AuthServiceOpti
         },
         async stop() {
           clearInterval(timer);
+          await passwords.close();
         },
       };
     },
