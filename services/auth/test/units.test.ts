@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { type DescFile, getOption, hasOption } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -147,6 +147,25 @@ describe("password hasher", () => {
     assert.equal(await hasher.verify(hash, "a long enough password"), true);
     assert.equal(await hasher.verify(hash, "another password"), false);
     assert.equal(await hasher.verify(undefined, "dummy password for unknown accounts"), false);
+  });
+
+  test("hashing threads run at the nice value asked for (Linux)", {
+    skip: process.platform !== "linux",
+  }, async () => {
+    const niceOfThreads = () =>
+      readdirSync("/proc/self/task").map((tid) => {
+        // Field 19 of stat is the nice value; the command name (field 2) may hold spaces.
+        const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+      });
+    assert.ok(!niceOfThreads().includes(7), "no thread runs at 7 before");
+    const hasher = await createPasswordHasher({ concurrency: 1, nice: 7 });
+    try {
+      await hasher.hash("a long enough password");
+      assert.ok(niceOfThreads().includes(7), `thread nice values: ${niceOfThreads().join(" ")}`);
+    } finally {
+      await hasher.close();
+    }
   });
 
   test("at most `concurrency` hashes run; beyond the queue a caller gets resource_exhausted", async () => {
