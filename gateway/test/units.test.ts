@@ -44,6 +44,9 @@ describe("REST templates", () => {
     assert.equal(get?.route.method.name, "GetStock", "the more specific template wins");
     assert.equal(matchRoute(routes, "GET", "/v1/products/p1")?.route.method.name, "GetProduct");
     assert.equal(matchRoute(routes, "PUT", "/v1/products/p1"), undefined);
+    const voided = matchRoute(routes, "POST", "/v1/billing/invoices/in_1:void");
+    assert.equal(voided?.route.method.name, "VoidInvoice");
+    assert.equal(voided?.params.get("invoice_id"), "in_1");
   });
 
   test("query parameters, path variables and bodies become the request's JSON", () => {

@@ -8,6 +8,7 @@ export const permissionCatalog = [
   "analytics.metrics.read",
   "analytics.reports.read",
   "billing.clock.advance",
+  "billing.invoices.manage",
   "billing.invoices.read",
   "billing.payment_methods.manage",
   "billing.payment_methods.read",

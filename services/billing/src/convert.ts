@@ -234,5 +234,6 @@ export function toInvoice(i: InvoiceRow, lines: readonly InvoiceLineRow[]): Invo
     createdAt: ts(i.created_at),
     finalizedAt: ts(i.finalized_at),
     paidAt: ts(i.paid_at),
+    voidedAt: ts(i.voided_at),
   });
 }

@@ -6,16 +6,41 @@ import {
   GetInvoiceResponseSchema,
   InvoiceDocumentFormat,
   ListInvoicesResponseSchema,
+  VoidInvoiceRequestSchema,
+  VoidInvoiceResponseSchema,
 } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
-import { invoiceStatusName, toInvoice } from "./convert.ts";
-import { type HandlerDeps, nextPage, notFound, pageOf, tenantOf } from "./handler-kit.ts";
+import { InvoiceVoidedSchema } from "@trellis/gen/trellis/billing/v1/events_pb.js";
+import { catchUp } from "./clock.ts";
+import { invoiceStatusName, money, toInvoice, ts } from "./convert.ts";
+import { emit } from "./events.ts";
+import {
+  type HandlerDeps,
+  idempotent,
+  nextPage,
+  notFound,
+  pageOf,
+  precondition,
+  tenantOf,
+} from "./handler-kit.ts";
 import { renderInvoiceHtml } from "./invoice-document.ts";
 import { renderInvoicePdf } from "./invoice-pdf.ts";
+import { emitUpdated } from "./lifecycle.ts";
+import type { InvoiceStatusName, SubscriptionRow } from "./store.ts";
 
-/** ListInvoices, GetInvoice and GetInvoiceDocument. */
+// Only a finalized invoice nobody paid can be voided (Stripe's rule): why each other status cannot.
+const notVoidable: Partial<Record<InvoiceStatusName, string>> = {
+  draft: "the invoice is a draft: it is not finalized yet",
+  paid: "the invoice is paid: refund the charge instead",
+  void: "the invoice is already void",
+};
+
+/** ListInvoices, GetInvoice, GetInvoiceDocument and VoidInvoice. */
 export function createInvoiceHandlers(
   deps: HandlerDeps & { readonly sellerName: string },
-): Pick<ServiceImpl<typeof BillingService>, "listInvoices" | "getInvoice" | "getInvoiceDocument"> {
+): Pick<
+  ServiceImpl<typeof BillingService>,
+  "listInvoices" | "getInvoice" | "getInvoiceDocument" | "voidInvoice"
+> {
   const { store } = deps;
   return {
     async listInvoices(req, ctx) {
@@ -64,6 +89,49 @@ export function createInvoiceHandlers(
         contentType: "text/html; charset=utf-8",
         content: new TextEncoder().encode(renderInvoiceHtml(invoice, lines, party)),
         filename: `${name}.html`,
+      });
+    },
+
+    async voidInvoice(req, ctx) {
+      const tenantId = tenantOf(ctx);
+      // A dunning retry due by now runs first: the invoice is voided in the state the clock says.
+      await catchUp(store, deps, tenantId);
+      const call = {
+        tenantId,
+        key: req.idempotencyKey,
+        method: "VoidInvoice",
+        requestSchema: VoidInvoiceRequestSchema,
+        request: req,
+        responseSchema: VoidInvoiceResponseSchema,
+      };
+      return idempotent(deps, call, async (s, tx, { now }) => {
+        // The tenant's lock first, as dunning takes it, then the invoice's row.
+        await s.lockCustomer(tenantId);
+        const invoice = await s.getInvoice(tenantId, req.invoiceId, true);
+        if (!invoice) throw notFound("invoice");
+        const refusal = notVoidable[invoice.status];
+        if (refusal) throw precondition(refusal);
+        const voided = await s.voidInvoice(invoice.id, now);
+        if (!voided) throw new Error(`invoice ${invoice.id} could not be voided from ${invoice.status}`);
+        await emit(tx, InvoiceVoidedSchema, {
+          tenantId,
+          invoiceId: voided.id,
+          number: voided.number ?? 0n,
+          subscriptionId: voided.subscription_id,
+          planId: voided.plan_id,
+          total: money(voided.total_minor, voided.currency),
+          reason: req.reason,
+          occurredAt: ts(now),
+        });
+        const sub = await s.getSubscription(tenantId, voided.subscription_id, true);
+        if (sub?.status === "past_due" && (await s.openInvoiceCount(sub.id, voided.id)) === 0) {
+          const after: SubscriptionRow = { ...sub, status: "active" };
+          await s.updateSubscription(after);
+          await emitUpdated(tx, sub, after, now);
+        }
+        return create(VoidInvoiceResponseSchema, {
+          invoice: toInvoice(voided, await s.linesOf([voided.id])),
+        });
       });
     },
   };

@@ -63,6 +63,7 @@ export async function ensureDraft(
     created_at: at,
     finalized_at: null,
     paid_at: null,
+    voided_at: null,
   };
   await s.insertInvoice(draft);
   return draft;

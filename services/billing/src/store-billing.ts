@@ -140,6 +140,17 @@ export function billingQueries(q: Q) {
         where id = ${i.id}`;
     },
 
+    /**
+     * Voids an open or uncollectible invoice at `at`: it keeps its number and loses its next
+     * payment attempt, so dunning never retries it. Undefined when it was in another status.
+     */
+    async voidInvoice(id: string, at: Date): Promise<InvoiceRow | undefined> {
+      const [row] = await q<InvoiceRow[]>`update invoices set status = 'void', voided_at = ${at},
+          next_payment_attempt_at = null
+        where id = ${id} and status in ('open', 'uncollectible') returning *`;
+      return row;
+    },
+
     /** Open invoices of a subscription other than exceptId. */
     async openInvoiceCount(subscriptionId: string, exceptId: string): Promise<number> {
       const [row] = await q<{ n: number }[]>`select count(*)::int as n from invoices

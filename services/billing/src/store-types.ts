@@ -123,6 +123,7 @@ export interface InvoiceRow {
   readonly created_at: Date;
   readonly finalized_at: Date | null;
   readonly paid_at: Date | null;
+  readonly voided_at: Date | null;
 }
 
 /** Stored line kinds. */

@@ -93,6 +93,7 @@ describe("per-tenant invoice numbers", () => {
         created_at: now,
         finalized_at: null,
         paid_at: null,
+        voided_at: null,
       };
       await h.store.insertInvoice(draft);
       drafts.push(draft);

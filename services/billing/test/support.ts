@@ -31,6 +31,7 @@ export const ALL_PERMISSIONS = [
   "billing.payment_methods.read",
   "billing.usage.write",
   "billing.invoices.read",
+  "billing.invoices.manage",
   "billing.clock.advance",
 ] as const;
 

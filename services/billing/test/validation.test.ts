@@ -167,6 +167,7 @@ describe("bad input on every RPC is invalid_argument and writes nothing", () => 
     ["ListInvoices undefined status", () => c.listInvoices({ status: 42 as InvoiceStatus })],
     ["GetInvoice empty id", () => c.getInvoice({ invoiceId: "" })],
     ["GetInvoiceDocument unspecified format", () => c.getInvoiceDocument({ invoiceId: "in_x" })],
+    ["VoidInvoice without key", () => c.voidInvoice({ invoiceId: "in_x" })],
     ["AdvanceClock without a time", () => c.advanceClock({})],
   ];
 
