@@ -61,55 +61,63 @@ export type HashResult =
 export async function createPasswordHasher(
   options: PasswordHasherOptions = {},
 ): Promise<PasswordHasher & { close(): Promise<void> }> {
-  const threads = hashConcurrency(options.concurrency);
+  const threadCount = hashConcurrency(options.concurrency);
   const maxQueue = options.maxQueue ?? 256;
   const perThread = 2;
   type Pending = { job: HashJob; resolve: (v: string | boolean) => void; reject: (e: Error) => void };
-  const workers = Array.from({ length: threads }, () => {
-    const worker = new Worker(new URL("./hash-worker.mjs", import.meta.url), {
-      workerData: { nice: options.nice ?? 4 },
-    });
-    return { worker, inHand: new Map<number, Pending>() };
-  });
+  type Thread = { worker: Worker; inHand: Map<number, Pending> };
   const waiting: Pending[] = [];
   let nextId = 1;
   let closed = false;
 
   const dispatch = () => {
-    for (const w of workers) {
-      while (w.inHand.size < perThread && waiting.length > 0) {
+    for (const t of threads) {
+      while (t.inHand.size < perThread && waiting.length > 0) {
         const p = waiting.shift() as Pending;
-        if (w.inHand.size === 0) w.worker.ref();
-        w.inHand.set(p.job.id, p);
-        w.worker.postMessage(p.job);
+        if (t.inHand.size === 0) t.worker.ref();
+        t.inHand.set(p.job.id, p);
+        t.worker.postMessage(p.job);
       }
     }
   };
-  for (const w of workers) {
-    w.worker.on("message", (result: HashResult) => {
-      const p = w.inHand.get(result.id);
+  // A thread that dies (it should not) fails the jobs it held and is replaced, so later sign-ins
+  // are not posted to a dead thread.
+  const spawn = (): Thread => {
+    const t: Thread = {
+      worker: new Worker(new URL("./hash-worker.mjs", import.meta.url), {
+        workerData: { nice: options.nice ?? 4 },
+      }),
+      inHand: new Map(),
+    };
+    t.worker.on("message", (result: HashResult) => {
+      const p = t.inHand.get(result.id);
       if (!p) return;
-      w.inHand.delete(result.id);
+      t.inHand.delete(result.id);
       dispatch();
-      if (w.inHand.size === 0) w.worker.unref();
+      if (t.inHand.size === 0) t.worker.unref();
       if ("error" in result) p.reject(new Error(result.error));
       else p.resolve(result.value);
     });
-    w.worker.on("error", (error) => {
-      for (const p of w.inHand.values()) p.reject(error);
-      w.inHand.clear();
-      w.worker.unref();
+    t.worker.on("error", () => {});
+    t.worker.on("exit", (code) => {
+      for (const p of t.inHand.values()) p.reject(new Error(`password hashing thread exited (${code})`));
+      t.inHand.clear();
+      if (closed) return;
+      threads[threads.indexOf(t)] = spawn();
+      dispatch();
     });
     // A thread keeps the process alive only while it has jobs (unref after the listeners: adding
     // one refs the port again).
-    w.worker.unref();
-  }
-  const inHand = () => workers.reduce((n, w) => n + w.inHand.size, 0);
-  const computing = () => workers.reduce((n, w) => n + Math.min(1, w.inHand.size), 0);
+    t.worker.unref();
+    return t;
+  };
+  const threads = Array.from({ length: threadCount }, spawn);
+  const inHand = () => threads.reduce((n, t) => n + t.inHand.size, 0);
+  const computing = () => threads.reduce((n, t) => n + Math.min(1, t.inHand.size), 0);
 
   const run = (job: HashWork): Promise<string | boolean> => {
     if (closed) return Promise.reject(new ConnectError("password hasher is closed", Code.Unavailable));
-    if (computing() >= threads && inHand() - computing() + waiting.length >= maxQueue) {
+    if (computing() >= threadCount && inHand() - computing() + waiting.length >= maxQueue) {
       return Promise.reject(new ConnectError("too many sign-ins in progress", Code.ResourceExhausted));
     }
     return new Promise((resolve, reject) => {
@@ -133,7 +141,7 @@ export async function createPasswordHasher(
     },
     async close() {
       closed = true;
-      await Promise.all(workers.map((w) => w.worker.terminate()));
+      await Promise.all(threads.map((t) => t.worker.terminate()));
     },
   };
 }
