@@ -6,10 +6,12 @@ import {
   create,
   createFileRegistry,
   type DescMessage,
+  getOption,
+  hasOption,
   type MessageInitShape,
   setExtension,
 } from "@bufbuild/protobuf";
-import { pathToString } from "@bufbuild/protobuf/reflect";
+import { nestedTypes, pathToString } from "@bufbuild/protobuf/reflect";
 import {
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
@@ -19,10 +21,12 @@ import {
 } from "@bufbuild/protobuf/wkt";
 import { pathFromViolationProto } from "@bufbuild/protovalidate";
 import {
+  type FieldRules,
   FieldRulesSchema,
   field as fieldRules,
   ViolationsSchema,
 } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { RE2JS } from "@bufbuild/re2";
 import {
   type Client,
   Code,
@@ -32,8 +36,16 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { EchoRequestSchema, TestService } from "@trellis/gen/trellis/testing/v1/testing_pb.js";
-import { createValidationInterceptor } from "../src/validation.ts";
+import { file_trellis_analytics_v1_analytics } from "@trellis/gen/trellis/analytics/v1/analytics_pb.js";
+import { file_trellis_auth_v1_auth } from "@trellis/gen/trellis/auth/v1/auth_pb.js";
+import { file_trellis_billing_v1_billing } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
+import { file_trellis_core_v1_core } from "@trellis/gen/trellis/core/v1/core_pb.js";
+import {
+  EchoRequestSchema,
+  file_trellis_testing_v1_testing,
+  TestService,
+} from "@trellis/gen/trellis/testing/v1/testing_pb.js";
+import { createValidationInterceptor, regexMatch, runsLikeRe2 } from "../src/validation.ts";
 
 interface TestServer {
   readonly baseUrl: string;
@@ -246,5 +258,109 @@ describe("validation interceptor with rules that do not compile", () => {
     } as unknown as Parameters<typeof next>[0];
     await expectCode(next(req), Code.Internal);
     assert.equal(nextCalled, false);
+  });
+});
+
+describe("regex matching for pattern rules", () => {
+  // Every string pattern declared in the contracts (fields, map keys and values, repeated items).
+  const contractPatterns = (): string[] => {
+    const found = new Set<string>();
+    const files = [
+      file_trellis_analytics_v1_analytics,
+      file_trellis_auth_v1_auth,
+      file_trellis_billing_v1_billing,
+      file_trellis_core_v1_core,
+      file_trellis_testing_v1_testing,
+    ];
+    const collect = (rules: FieldRules | undefined) => {
+      if (!rules) return;
+      const t = rules.type;
+      if (t.case === "string" && t.value.pattern) found.add(t.value.pattern);
+      if (t.case === "map") {
+        collect(t.value.keys);
+        collect(t.value.values);
+      }
+      if (t.case === "repeated") collect(t.value.items);
+    };
+    for (const file of files) {
+      for (const message of nestedTypes(file)) {
+        if (message.kind !== "message") continue;
+        for (const field of message.fields) {
+          if (hasOption(field, fieldRules)) collect(getOption(field, fieldRules));
+        }
+      }
+    }
+    return [...found];
+  };
+  const probes = [
+    "",
+    "a",
+    "A",
+    "a1",
+    "1a",
+    "a.b",
+    "a.b.c",
+    "a.b.c.d",
+    "a.b.c.d.e",
+    "a..b",
+    "a.",
+    "a-b",
+    "a_b",
+  ];
+  probes.push(
+    "a:b",
+    "a b",
+    "é",
+    "ab\n",
+    "abc-DEF_1.2:3",
+    "x".repeat(40),
+    "x".repeat(65),
+    "x".repeat(101),
+    "A-1",
+  );
+
+  it("answers as RE2 does for every pattern in the contracts", () => {
+    const patterns = contractPatterns();
+    assert.ok(patterns.length >= 5, `found ${patterns.length} patterns`);
+    for (const pattern of patterns) {
+      const re2 = RE2JS.compile(pattern);
+      for (const text of probes) {
+        assert.equal(regexMatch(pattern, text), re2.test(text), `${pattern} on ${JSON.stringify(text)}`);
+      }
+    }
+  });
+
+  it("uses the platform RegExp only for patterns it runs like RE2", () => {
+    for (const safe of [
+      "^[a-zA-Z][a-zA-Z0-9_.:-]{0,63}$",
+      "^[A-Za-z0-9-]+$",
+      "^(?:ab)+$",
+      "^a|b$",
+      "^[(]a+[)]+$",
+    ]) {
+      assert.equal(runsLikeRe2(safe), true, safe);
+    }
+    for (const risky of [
+      "(a+)+$",
+      "^(a|a)*$",
+      "^((ab)*c)+$",
+      "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*){1,3}$",
+      "(a)\\1",
+      "(?=a)a",
+      "(?i)abc",
+      "(?P<x>a)",
+      "\\Aabc\\z",
+      "[[:alpha:]]+",
+      "\\pL+",
+    ]) {
+      assert.equal(runsLikeRe2(risky), false, risky);
+    }
+  });
+
+  it("answers RE2-only syntax and backtracking shapes through RE2", () => {
+    assert.equal(regexMatch("(?i)^abc$", "ABC"), true);
+    assert.equal(regexMatch("^[[:digit:]]+$", "123"), true);
+    // Exponential for a backtracking engine; RE2 answers at once.
+    assert.equal(regexMatch("^(a+)+$", `${"a".repeat(40)}!`), false);
   });
 });
