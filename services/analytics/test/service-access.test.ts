@@ -61,6 +61,10 @@ describe("analytics service: bad input and access", { timeout: 300_000 }, () => 
     ["Track with a non-UUID id", (c) => c.track({ event: { ...ok(), eventId: "1" } })],
     ["Track without actor", (c) => c.track({ event: { ...ok(), actor: { case: undefined } } })],
     [
+      "Track 302 s in the future",
+      (c) => c.track({ event: event("x", { user: "u" }, { timeMs: Date.now() + 302_000 }) }),
+    ],
+    [
       "Track an hour in the future",
       (c) => c.track({ event: event("x", { user: "u" }, { timeMs: Date.now() + HOUR }) }),
     ],
@@ -143,6 +147,12 @@ describe("analytics service: bad input and access", { timeout: 300_000 }, () => 
   test("bad input is invalid_argument on every RPC", async () => {
     const c = await h.user(uniqueName("tenant"));
     for (const [name, call] of invalid) assert.equal(await codeOf(call(c)), Code.InvalidArgument, name);
+  });
+
+  test("an event up to 5 minutes ahead of the server's clock is accepted", async () => {
+    const c = await h.user(uniqueName("tenant"));
+    const res = await c.track({ event: event("x", { user: "u" }, { timeMs: Date.now() + 290_000 }) });
+    assert.ok(res.acceptTime, "accepted");
   });
 
   const calls: [string, string, (c: AnalyticsClient) => Promise<unknown> | AsyncIterable<unknown>][] = [
