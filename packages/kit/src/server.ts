@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import {
   constants,
   createSecureServer,
@@ -104,6 +105,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   };
   const callerOf = createPeerIdentityResolver(identity);
   const shutdownController = new AbortController();
+  // Every in-flight call that reads its signal listens here until it ends: as many listeners as
+  // calls in flight is expected, not a leak, so Node's warning past 10 is turned off.
+  setMaxListeners(0, shutdownController.signal);
   const drain = createDrainTracker();
 
   const refuseWhileDraining: Interceptor = (next) => (req) => {

@@ -203,3 +203,29 @@ describe("graceful shutdown", () => {
     }
   });
 });
+
+describe("call signals", () => {
+  test("many calls in flight that read their signal raise no listener-leak warning", async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on("warning", onWarning);
+    const running = await startTestService();
+    try {
+      const client = createClient(
+        TestService,
+        createGrpcTransport({ baseUrl: `http://127.0.0.1:${running.port}` }),
+      );
+      const replies = await Promise.all(Array.from({ length: 25 }, () => client.sleep({ millis: 50 })));
+      assert.equal(replies.length, 25);
+      // Warnings are emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.filter((name) => name === "MaxListenersExceededWarning"),
+        [],
+      );
+    } finally {
+      process.off("warning", onWarning);
+      await running.close();
+    }
+  });
+});
