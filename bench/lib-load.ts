@@ -75,11 +75,11 @@ export interface RawCall {
 
 /**
  * A lean gRPC unary client over one HTTP/2 connection, for benchmarks whose client shares the
- * machine's two cores with the service: it sends prebuilt frames and checks only the status, so
- * the service, not the client library, is what runs out of CPU (pgbench is C). It rejects with
- * the grpc-status and grpc-message of a failed call.
+ * machine's two cores with the service: it sends prebuilt frames and hands back the answer's
+ * message bytes undecoded, so the service, not the client library, is what runs out of CPU
+ * (pgbench is C). It rejects with the grpc-status and grpc-message of a failed call.
  */
-export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<void>; close(): void } {
+export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<Uint8Array>; close(): void } {
   const session = http2.connect(baseUrl);
   session.on("error", () => {});
   return {
@@ -94,6 +94,7 @@ export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<void
         });
         let status: string | undefined;
         let message = "";
+        const chunks: Buffer[] = [];
         const take = (h: http2.IncomingHttpHeaders) => {
           if (h["grpc-status"] !== undefined) {
             status = String(h["grpc-status"]);
@@ -102,10 +103,11 @@ export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<void
         };
         stream.on("response", take);
         stream.on("trailers", take);
-        stream.on("data", () => {});
+        stream.on("data", (chunk: Buffer) => chunks.push(chunk));
         stream.on("error", reject);
         stream.on("close", () => {
-          if (status === "0") resolve();
+          // One uncompressed message: a 5-byte prefix, then the bytes.
+          if (status === "0") resolve(Buffer.concat(chunks).subarray(5));
           else reject(new Error(`grpc-status ${status ?? "missing"} (${stream.rstCode ?? 0}): ${message}`));
         });
         stream.end(grpcFrame(body));
