@@ -4,6 +4,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { PageRequest } from "@trellis/gen/trellis/common/v1/page_pb.js";
 import { requirePrincipal } from "@trellis/kit/access.js";
 import type { Logger } from "pino";
+import { catchUp } from "./clock.ts";
 import type { EngineDeps } from "./payments-engine.ts";
 import type { Queries, Store, Tx } from "./store.ts";
 
@@ -110,6 +111,25 @@ export async function idempotent<Req extends DescMessage, Res extends DescMessag
     if (!completed) await complete(response);
     return response;
   });
+}
+
+/**
+ * A change to the tenant's billing state: the work its billing clock has due runs first, then fn
+ * runs as an idempotent mutation (see idempotent) holding the tenant's customer lock, which
+ * dunning and period closing take too. fn also gets what the lock returned.
+ */
+export async function customerMutation<Req extends DescMessage, Res extends DescMessage>(
+  deps: HandlerDeps,
+  call: IdempotentCall<Req, Res>,
+  fn: (
+    s: Queries,
+    tx: Tx,
+    ctx: MutationContext<Res>,
+    customer: Awaited<ReturnType<Queries["lockCustomer"]>>,
+  ) => Promise<MessageShape<Res>>,
+): Promise<MessageShape<Res>> {
+  await catchUp(deps.store, deps, call.tenantId);
+  return idempotent(deps, call, async (s, tx, ctx) => fn(s, tx, ctx, await s.lockCustomer(call.tenantId)));
 }
 
 const DEFAULT_PAGE = 50;

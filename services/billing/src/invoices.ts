@@ -10,12 +10,11 @@ import {
   VoidInvoiceResponseSchema,
 } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
 import { InvoiceVoidedSchema } from "@trellis/gen/trellis/billing/v1/events_pb.js";
-import { catchUp } from "./clock.ts";
 import { invoiceStatusName, money, toInvoice, ts } from "./convert.ts";
 import { emit } from "./events.ts";
 import {
+  customerMutation,
   type HandlerDeps,
-  idempotent,
   nextPage,
   notFound,
   pageOf,
@@ -94,8 +93,6 @@ export function createInvoiceHandlers(
 
     async voidInvoice(req, ctx) {
       const tenantId = tenantOf(ctx);
-      // A dunning retry due by now runs first: the invoice is voided in the state the clock says.
-      await catchUp(store, deps, tenantId);
       const call = {
         tenantId,
         key: req.idempotencyKey,
@@ -104,9 +101,8 @@ export function createInvoiceHandlers(
         request: req,
         responseSchema: VoidInvoiceResponseSchema,
       };
-      return idempotent(deps, call, async (s, tx, { now }) => {
-        // The tenant's lock first, as dunning takes it, then the invoice's row.
-        await s.lockCustomer(tenantId);
+      // A dunning retry due by now runs first: the invoice is voided in the state the clock says.
+      return customerMutation(deps, call, async (s, tx, { now }) => {
         const invoice = await s.getInvoice(tenantId, req.invoiceId, true);
         if (!invoice) throw notFound("invoice");
         const refusal = notVoidable[invoice.status];

@@ -11,10 +11,9 @@ import {
   GetSubscriptionResponseSchema,
 } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
 import { SubscriptionCreatedSchema } from "@trellis/gen/trellis/billing/v1/events_pb.js";
-import { catchUp } from "./clock.ts";
 import { intervals, money, subscriptionStatus, toSubscription, ts } from "./convert.ts";
 import { emit } from "./events.ts";
-import { type HandlerDeps, idempotent, notFound, precondition, tenantOf } from "./handler-kit.ts";
+import { customerMutation, type HandlerDeps, notFound, precondition, tenantOf } from "./handler-kit.ts";
 import { isOwnId, newId } from "./ids.ts";
 import {
   addLine,
@@ -42,7 +41,6 @@ export function createSubscriptionHandlers(
   return {
     async createSubscription(req, ctx) {
       const tenantId = tenantOf(ctx);
-      await catchUp(store, deps, tenantId);
       const call = {
         tenantId,
         key: req.idempotencyKey,
@@ -51,8 +49,7 @@ export function createSubscriptionHandlers(
         request: req,
         responseSchema: CreateSubscriptionResponseSchema,
       };
-      return idempotent(deps, call, async (s, tx, { now }) => {
-        const customer = await s.lockCustomer(tenantId);
+      return customerMutation(deps, call, async (s, tx, { now }, customer) => {
         const current = await s.currentSubscription(tenantId);
         if (current && current.status !== "canceled")
           throw new ConnectError("the tenant already has a subscription", Code.AlreadyExists);
@@ -140,7 +137,6 @@ export function createSubscriptionHandlers(
 
     async changePlan(req, ctx) {
       const tenantId = tenantOf(ctx);
-      await catchUp(store, deps, tenantId);
       const call = {
         tenantId,
         key: req.idempotencyKey,
@@ -149,8 +145,7 @@ export function createSubscriptionHandlers(
         request: req,
         responseSchema: ChangePlanResponseSchema,
       };
-      return idempotent(deps, call, async (s, tx, { now }) => {
-        await s.lockCustomer(tenantId);
+      return customerMutation(deps, call, async (s, tx, { now }) => {
         const sub = await s.getSubscription(tenantId, req.subscriptionId, true);
         if (!sub) throw notFound("subscription");
         if (sub.status === "canceled") throw precondition("the subscription is canceled");
@@ -211,7 +206,6 @@ export function createSubscriptionHandlers(
 
     async cancelSubscription(req, ctx) {
       const tenantId = tenantOf(ctx);
-      await catchUp(store, deps, tenantId);
       const call = {
         tenantId,
         key: req.idempotencyKey,
@@ -220,8 +214,7 @@ export function createSubscriptionHandlers(
         request: req,
         responseSchema: CancelSubscriptionResponseSchema,
       };
-      return idempotent(deps, call, async (s, tx, { now }) => {
-        await s.lockCustomer(tenantId);
+      return customerMutation(deps, call, async (s, tx, { now }) => {
         const sub = await s.getSubscription(tenantId, req.subscriptionId, true);
         if (!sub) throw notFound("subscription");
         if (sub.status === "canceled") throw precondition("the subscription is already canceled");
