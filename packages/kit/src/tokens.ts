@@ -122,18 +122,15 @@ async function verifyJwt(
   const key = publicKeyOf(
     await getKey(header as CompactJWSHeaderParameters, { payload: body, signature: sig, protected: head }),
   );
+  const signed = Buffer.from(`${head}.${body}`);
+  const signature = Buffer.from(sig, "base64url");
   const ok =
     alg === "ES256"
       ? key.asymmetricKeyType === "ec" &&
         key.asymmetricKeyDetails?.namedCurve === "prime256v1" &&
-        verifySignature(
-          "sha256",
-          Buffer.from(`${head}.${body}`),
-          { key, dsaEncoding: "ieee-p1363" },
-          Buffer.from(sig, "base64url"),
-        )
+        verifySignature("sha256", signed, { key, dsaEncoding: "ieee-p1363" }, signature)
       : (key.asymmetricKeyType === "ed25519" || key.asymmetricKeyType === "ed448") &&
-        verifySignature(null, Buffer.from(`${head}.${body}`), key, Buffer.from(sig, "base64url"));
+        verifySignature(null, signed, key, signature);
   if (!ok) throw new Error("signature verification failed");
 
   let payload: unknown;
