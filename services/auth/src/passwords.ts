@@ -114,10 +114,12 @@ export async function createPasswordHasher(
   const threads = Array.from({ length: threadCount }, spawn);
   const inHand = () => threads.reduce((n, t) => n + t.inHand.size, 0);
   const computing = () => threads.reduce((n, t) => n + Math.min(1, t.inHand.size), 0);
+  // Jobs waiting for a hash: queued in a thread behind the one it computes, or here.
+  const queued = () => inHand() - computing() + waiting.length;
 
   const run = (job: HashWork): Promise<string | boolean> => {
     if (closed) return Promise.reject(new ConnectError("password hasher is closed", Code.Unavailable));
-    if (computing() >= threadCount && inHand() - computing() + waiting.length >= maxQueue) {
+    if (computing() >= threadCount && queued() >= maxQueue) {
       return Promise.reject(new ConnectError("too many sign-ins in progress", Code.ResourceExhausted));
     }
     return new Promise((resolve, reject) => {
@@ -136,8 +138,7 @@ export async function createPasswordHasher(
       return ok === true && storedHash !== undefined;
     },
     get load() {
-      const running = computing();
-      return { running, waiting: inHand() - running + waiting.length };
+      return { running: computing(), waiting: queued() };
     },
     async close() {
       closed = true;
