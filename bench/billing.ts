@@ -23,6 +23,7 @@ import {
 } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
 import { createTestIssuer } from "@trellis/kit/test-tokens.js";
 import { createTestDatabase, eventually, freePort, startNatsServer } from "@trellis/kit/testing.js";
+import postgres from "postgres";
 import { rawGrpcClient, writeResults } from "./lib-load.js";
 
 const run = promisify(execFile);
@@ -271,7 +272,45 @@ try {
   await flood((i) => usage(i + 10_000_000), warm);
   await pgbench("charge-warm", chargeScript);
 
+  // The floor of any Node.js service here: the Charge transaction through postgres.js alone (the
+  // same statements, pipelined the same way, same pool size and in-flight count), no HTTP/2, no
+  // protobuf, no kit, in this process.
+  const driver = postgres(db.url, { max: dbConnections, onnotice: () => {} });
+  const payload = Buffer.from(hex(160), "hex");
+  const response = Buffer.from(hex(190), "hex");
+  const driverCharge = (i: number) => {
+    const tenant = `bench-${(i % tenants) + 1}`;
+    const key = `drv-${runId}-${i}`;
+    return driver.begin(async (tx) => {
+      const [row] = await tx`with claimed as (
+          insert into idempotency_keys (tenant_id, key, method, request_hash, expires_at)
+          values (${tenant}, ${key}, 'Charge', ${payload.subarray(0, 32)}, now() + interval '1 day')
+          on conflict (tenant_id, key) do update
+            set method = excluded.method, request_hash = excluded.request_hash, response = null,
+                created_at = now(), expires_at = excluded.expires_at
+            where idempotency_keys.expires_at <= now()
+          returning 1)
+        select exists (select 1 from claimed) as claimed,
+          (select now_at from billing_clocks where tenant_id = ${tenant}) as clock_at`;
+      if (!row?.claimed) throw new Error("key not claimed");
+      await Promise.all([
+        tx`insert into charges (id, tenant_id, amount_minor, currency, amount_refunded, status, failure_code,
+            failure_message, payment_method, description, metadata, invoice_id, provider_charge_id, created_at)
+          values (${`ch_${key}`}, ${tenant}, 4599, 'USD', 0, 'succeeded', null, '', 'pm_card_visa',
+            'bench order', ${tx.json({ order_id: "ord_1" })}, null, ${`ch_sandbox_${key}`}, now())`,
+        tx`insert into outbox (id, subject, type, payload, headers)
+          values (${key}, 'trellis.billing.payment.succeeded', 'trellis.billing.v1.PaymentSucceeded',
+            ${payload}, ${tx.json({ traceparent: `00-${hex(16)}-${hex(8)}-01` })})`,
+        tx`select pg_notify('trellis_outbox', '')`,
+        tx`update idempotency_keys set response = ${response} where tenant_id = ${tenant} and key = ${key}`,
+      ]);
+    });
+  };
+  await flood((i) => driverCharge(i + 10_000_000), warm);
+
   const chargeRpc = await flood(charge, seconds * 1000);
+  const chargeDriver = await flood(driverCharge, seconds * 1000);
+  await driver.end();
   const chargePg = await pgbench("charge", chargeScript);
   const usageRpc = await flood(usage, seconds * 1000);
   const usagePg = await pgbench("usage", usageScript);
@@ -285,10 +324,17 @@ try {
     ratio: round(rpc.perSec / pg.tps),
     target: ">= 0.7",
   });
-  const chargeResult = result(chargeRpc, chargePg);
+  const chargeResult = {
+    ...result(chargeRpc, chargePg),
+    driverFloorPerSec: round(chargeDriver.perSec, 1),
+    driverFloorRatio: round(chargeDriver.perSec / chargePg.tps),
+  };
   const usageResult = result(usageRpc, usagePg);
   console.log(
     `Charge: ${chargeResult.rpcPerSec} RPC/s vs pgbench ${chargeResult.pgbenchTps} tps → ${chargeResult.ratio}x`,
+  );
+  console.log(
+    `Charge through postgres.js alone (the floor of a Node.js service): ${chargeResult.driverFloorPerSec} tx/s → ${chargeResult.driverFloorRatio}x of pgbench`,
   );
   console.log(
     `RecordUsage: ${usageResult.rpcPerSec} RPC/s vs pgbench ${usageResult.pgbenchTps} tps → ${usageResult.ratio}x`,

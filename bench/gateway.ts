@@ -2,9 +2,11 @@
 // gateway and straight to the service, by h2load. The service (a stub CoreService assembled by the
 // kit's startServiceInstance: logging, metrics, tracing ids, token checks, validation) and the
 // gateway (gateway/src/main.ts) run as child processes, as in production; h2load writes one line
-// per request, from which p50 is read. Ratios are gateway / direct.
+// per request, from which p50 is read. Ratios are gateway / direct. A bare node:http2 proxy (no
+// auth, limits or logs) is measured the same way: the floor any Node.js gateway starts from.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import * as http2 from "node:http2";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,8 +54,37 @@ if (process.env.TRELLIS_BENCH_ROLE === "backend") {
     },
     process.env,
   );
+} else if (process.env.TRELLIS_BENCH_ROLE === "proxy") {
+  // The floor of any Node.js gateway: a bare node:http2 proxy, no auth, limits, routing or logs,
+  // forwarding each stream over one HTTP/2 session to the service and the answer back.
+  bareProxy(Number(process.env.PORT), String(process.env.UPSTREAM));
 } else {
   await main();
+}
+
+function bareProxy(port: number, upstream: string): void {
+  const session = http2.connect(upstream);
+  const hopByHop = new Set([":method", ":path", ":scheme", ":authority", "connection", "host"]);
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    const out: http2.OutgoingHttpHeaders = { ":method": headers[":method"], ":path": headers[":path"] };
+    for (const [k, v] of Object.entries(headers)) if (!hopByHop.has(k)) out[k] = v;
+    const up = session.request(out);
+    stream.pipe(up);
+    let trailers: http2.IncomingHttpHeaders | undefined;
+    up.on("response", (h) => {
+      const { ":status": status, ...rest } = h;
+      stream.respond({ ":status": status, ...rest }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
+      up.pipe(stream);
+    });
+    up.on("trailers", (t) => {
+      trailers = t;
+    });
+    up.on("error", () => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR));
+    stream.on("error", () => up.close(http2.constants.NGHTTP2_CANCEL));
+  });
+  server.listen(port, "127.0.0.1");
 }
 
 interface Run {
@@ -192,6 +223,13 @@ async function main(): Promise<void> {
       RATE_LIMITS: JSON.stringify({ default: { address: unlimited, user: unlimited, tenant: unlimited } }),
     });
     await waitForPort(gatewayPort, gateway);
+    const proxyPort = await freePort();
+    const proxy = start([new URL(import.meta.url).pathname], {
+      TRELLIS_BENCH_ROLE: "proxy",
+      PORT: String(proxyPort),
+      UPSTREAM: backendUrl,
+    });
+    await waitForPort(proxyPort, proxy);
 
     const jsonBody = join(tmpdir(), `trellis-bench-gw-${process.pid}.json`);
     writeFileSync(jsonBody, JSON.stringify({ orderId: "ord_0192d7a4c3b87f" }));
@@ -216,6 +254,8 @@ async function main(): Promise<void> {
       gatewayJson: [`http://127.0.0.1:${gatewayPort}${path}`, json, jsonBody],
       directGrpc: [`${backendUrl}${path}`, grpc, grpcBody],
       gatewayGrpc: [`http://127.0.0.1:${gatewayPort}${path}`, grpc, grpcBody],
+      bareProxyJson: [`http://127.0.0.1:${proxyPort}${path}`, json, jsonBody],
+      bareProxyGrpc: [`http://127.0.0.1:${proxyPort}${path}`, grpc, grpcBody],
     } as const;
     const results: Record<string, Record<string, Run>> = {};
     const all: Record<string, Run[]> = {};
@@ -226,9 +266,10 @@ async function main(): Promise<void> {
     for (let pass = 0; pass < rounds; pass++) {
       for (const [profile, args] of Object.entries(profiles)) {
         for (const [name, [url, headers, body]] of Object.entries(targets)) {
-          const before = [cpuMs(gateway.pid), cpuMs(service.pid)];
+          const front = name.startsWith("bareProxy") ? proxy : gateway;
+          const before = [cpuMs(front.pid), cpuMs(service.pid)];
           const run = await h2loadRun(url, args, headers, body);
-          run.gatewayCpuMs = round((cpuMs(gateway.pid) - (before[0] ?? 0)) / run.succeeded);
+          run.gatewayCpuMs = round((cpuMs(front.pid) - (before[0] ?? 0)) / run.succeeded);
           run.serviceCpuMs = round((cpuMs(service.pid) - (before[1] ?? 0)) / run.succeeded);
           const key = `${profile}/${name}`;
           all[key] = [...(all[key] ?? []), run];
@@ -254,21 +295,30 @@ async function main(): Promise<void> {
         serviceCpuMs: pick((r) => r.serviceCpuMs ?? Number.NaN),
       };
     }
-    const ratio = (profile: string, kind: "Json" | "Grpc") => {
+    const ratio = (profile: string, kind: "Json" | "Grpc", front = "gateway") => {
       const direct = results[profile]?.[`direct${kind}`] as Run;
-      const through = results[profile]?.[`gateway${kind}`] as Run;
+      const through = results[profile]?.[`${front}${kind}`] as Run;
       return { p50: round(through.p50Ms / direct.p50Ms), throughput: round(through.rps / direct.rps) };
     };
     const ratios = {
       json: { serial: ratio("serial", "Json"), loaded: ratio("loaded", "Json") },
       grpc: { serial: ratio("serial", "Grpc"), loaded: ratio("loaded", "Grpc") },
     };
-    console.log("gateway / direct (targets: p50 <= 1.25x, throughput >= 0.7x):");
-    for (const [kind, r] of Object.entries(ratios)) {
-      console.log(
-        `  ${kind.padEnd(5)} p50 ${r.serial.p50}x (serial), ${r.loaded.p50}x (loaded); throughput ${r.loaded.throughput}x (loaded)`,
-      );
-    }
+    // The same ratios for the bare proxy: what any gateway written on node:http2 can reach here.
+    const floor = {
+      json: { serial: ratio("serial", "Json", "bareProxy"), loaded: ratio("loaded", "Json", "bareProxy") },
+      grpc: { serial: ratio("serial", "Grpc", "bareProxy"), loaded: ratio("loaded", "Grpc", "bareProxy") },
+    };
+    const show = (title: string, set: typeof ratios) => {
+      console.log(title);
+      for (const [kind, r] of Object.entries(set)) {
+        console.log(
+          `  ${kind.padEnd(5)} p50 ${r.serial.p50}x (serial), ${r.loaded.p50}x (loaded); throughput ${r.loaded.throughput}x (loaded)`,
+        );
+      }
+    };
+    show("gateway / direct (targets: p50 <= 1.25x, throughput >= 0.7x):", ratios);
+    show("bare node:http2 proxy / direct (the floor, for reference):", floor);
     const file = await writeResults("gateway", {
       when: new Date().toISOString(),
       inputs: {
@@ -283,6 +333,7 @@ async function main(): Promise<void> {
       },
       results,
       ratios,
+      bareProxyRatios: floor,
       targets: { p50: 1.25, throughput: 0.7 },
     });
     console.log(`results: ${file}`);
