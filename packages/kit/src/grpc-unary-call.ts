@@ -48,18 +48,23 @@ export interface UnaryRoute {
 
 type AnyFn = Parameters<Interceptor>[0];
 
-const READING = 0;
+/** A call's phases: reading the request, running interceptors and handler, answered. */
+export const READING = 0;
 const RUNNING = 1;
-const DONE = 2;
+export const DONE = 2;
 const ignore = () => {};
 
-/** One call on the fast path: reads the request frame, runs interceptors and handler, writes the answer. */
-export class UnaryCall implements CallState {
-  private phase = READING;
-  private first: Buffer | undefined = undefined;
-  private rest: Buffer[] | undefined = undefined;
-  private size = 0;
-  private length = -1;
+/**
+ * One unary call on the fast path: collects the request body, runs interceptors and handler as
+ * Connect would, and writes the answer. The wire format (gRPC here, Connect in connect-unary-call.ts)
+ * is the subclass's: how the deadline is sent, how the body is checked and decoded, how answers look.
+ */
+export abstract class FastUnaryCall implements CallState {
+  abstract readonly protocolName: string;
+  protected phase = READING;
+  protected first: Buffer | undefined = undefined;
+  protected rest: Buffer[] | undefined = undefined;
+  protected size = 0;
   private deadline = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
   // The handler's AbortSignal is made only if someone reads it.
@@ -68,16 +73,29 @@ export class UnaryCall implements CallState {
   private reason: unknown = undefined;
   private onShutdown: (() => void) | undefined = undefined;
   private rejectHandler: ((reason: unknown) => void) | undefined = undefined;
-  private responseHeader: Headers | undefined = undefined;
-  private responseTrailer: Headers | undefined = undefined;
+  protected responseHeader: Headers | undefined = undefined;
+  protected responseTrailer: Headers | undefined = undefined;
 
   constructor(
-    private readonly options: UnaryCallOptions,
-    private readonly route: UnaryRoute,
-    private readonly stream: ServerHttp2Stream,
-    private readonly headers: IncomingHttpHeaders,
+    protected readonly options: UnaryCallOptions,
+    protected readonly route: UnaryRoute,
+    protected readonly stream: ServerHttp2Stream,
+    protected readonly headers: IncomingHttpHeaders,
     private readonly closed: (() => void) | undefined,
   ) {}
+
+  /** The caller's deadline from the request headers, or the error that header deserves. */
+  protected abstract readTimeout(): { timeoutMs?: number; error?: ConnectError };
+  /** Checks the body read so far (this.size bytes); answers an error and returns false to stop. */
+  protected abstract check(): boolean;
+  /** The request message from the whole body (this.size bytes, possibly none). */
+  protected abstract decode(body: Buffer | undefined): Message | Promise<Message>;
+  /** The response headers a handler starts with. */
+  protected abstract startHeader(): Headers;
+  /** Writes the handler's answer. */
+  protected abstract answer(res: UnaryResponse): void;
+  /** Writes error as the answer (once; later calls do nothing). */
+  protected abstract answerError(error: ConnectError): void;
 
   start(): void {
     const stream = this.stream;
@@ -85,9 +103,7 @@ export class UnaryCall implements CallState {
     stream.on("close", () => this.onClose());
     stream.on("data", (chunk: Buffer) => this.onData(chunk));
     stream.on("end", () => this.onEnd());
-    const timeout = this.headers["grpc-timeout"];
-    if (timeout === undefined) return;
-    const parsed = parseTimeout(String(timeout), Number.MAX_SAFE_INTEGER);
+    const parsed = this.readTimeout();
     if (parsed.error) {
       this.answerError(parsed.error);
     } else if (parsed.timeoutMs !== undefined) {
@@ -119,7 +135,7 @@ export class UnaryCall implements CallState {
 
   /** The innermost step: the handler with a HandlerContext made from the request, as Connect does. */
   invoke(req: UnaryRequest): Promise<UnaryResponse> {
-    this.responseHeader = new Headers();
+    this.responseHeader = this.startHeader();
     this.responseTrailer = new Headers();
     const context = new CallContext(req, this, this.responseHeader, this.responseTrailer);
     let output: unknown;
@@ -179,28 +195,10 @@ export class UnaryCall implements CallState {
     else if (this.rest === undefined) this.rest = [chunk];
     else this.rest.push(chunk);
     this.size += chunk.length;
-    if (this.length < 0 && this.size >= 5) {
-      const head = this.first.length >= 5 ? this.first : this.joined();
-      if (((head[0] as number) & 1) === 1) {
-        const message = "received compressed envelope, but do not know how to decompress";
-        this.answerError(new ConnectError(message, Code.Internal));
-        return;
-      }
-      this.length = head.readUInt32BE(1);
-      const max = this.options.readMaxBytes;
-      if (this.length > max) {
-        const message = `message size ${this.length} is larger than configured readMaxBytes ${max}`;
-        this.answerError(new ConnectError(message, Code.ResourceExhausted));
-        return;
-      }
-    }
-    if (this.length >= 0 && this.size > 5 + this.length) {
-      const message = "protocol error: received extra input message for unary method";
-      this.answerError(new ConnectError(message, Code.Unimplemented));
-    }
+    this.check();
   }
 
-  private joined(): Buffer {
+  protected joined(): Buffer {
     const all = Buffer.concat(this.rest ? [this.first as Buffer, ...this.rest] : [this.first as Buffer]);
     this.first = all;
     this.rest = undefined;
@@ -209,25 +207,25 @@ export class UnaryCall implements CallState {
 
   private onEnd(): void {
     if (this.phase !== READING) return;
-    if (this.size === 0) {
-      const message = "protocol error: missing input message for unary method";
-      this.answerError(new ConnectError(message, Code.Unimplemented));
-      return;
-    }
-    if (this.length < 0 || this.size < 5 + this.length) {
-      this.answerError(new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument));
-      return;
-    }
-    const body = this.rest ? this.joined() : (this.first as Buffer);
+    const body = this.first === undefined ? undefined : this.rest ? this.joined() : this.first;
     this.first = undefined;
-    let message: Message;
+    let message: Message | Promise<Message>;
     try {
-      message = fromBinary(this.route.method.input, body.subarray(5, 5 + this.length));
+      message = this.decode(body);
     } catch (error) {
-      this.answerError(new ConnectError(`parse binary: ${errorText(error)}`, Code.Internal));
+      this.answerError(toConnectError(error));
       return;
     }
-    this.run(message);
+    if (!(message instanceof Promise)) {
+      this.run(message);
+      return;
+    }
+    message.then(
+      (decoded) => {
+        if (this.phase === READING) this.run(decoded);
+      },
+      (error: unknown) => this.answerError(toConnectError(error)),
+    );
   }
 
   private run(message: Message): void {
@@ -285,7 +283,7 @@ export class UnaryCall implements CallState {
   }
 
   /** Clears the deadline; aborts the handler's signal with reason, or as Connect does when a call completes. */
-  private end(reason?: unknown): void {
+  protected end(reason?: unknown): void {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
@@ -295,8 +293,61 @@ export class UnaryCall implements CallState {
     // A signal made after the call ended is born aborted.
     else this.aborted = true;
   }
+}
 
-  private answer(res: UnaryResponse): void {
+/** A gRPC unary call (application/grpc, one length-prefixed message each way, status in trailers). */
+export class UnaryCall extends FastUnaryCall {
+  readonly protocolName = "grpc";
+  private length = -1;
+
+  protected readTimeout(): { timeoutMs?: number; error?: ConnectError } {
+    const timeout = this.headers["grpc-timeout"];
+    return timeout === undefined ? {} : parseTimeout(String(timeout), Number.MAX_SAFE_INTEGER);
+  }
+
+  protected check(): boolean {
+    if (this.length < 0 && this.size >= 5) {
+      const head = (this.first as Buffer).length >= 5 ? (this.first as Buffer) : this.joined();
+      if (((head[0] as number) & 1) === 1) {
+        const message = "received compressed envelope, but do not know how to decompress";
+        this.answerError(new ConnectError(message, Code.Internal));
+        return false;
+      }
+      this.length = head.readUInt32BE(1);
+      const max = this.options.readMaxBytes;
+      if (this.length > max) {
+        const message = `message size ${this.length} is larger than configured readMaxBytes ${max}`;
+        this.answerError(new ConnectError(message, Code.ResourceExhausted));
+        return false;
+      }
+    }
+    if (this.length >= 0 && this.size > 5 + this.length) {
+      const message = "protocol error: received extra input message for unary method";
+      this.answerError(new ConnectError(message, Code.Unimplemented));
+      return false;
+    }
+    return true;
+  }
+
+  protected decode(body: Buffer | undefined): Message {
+    if (body === undefined || this.size === 0) {
+      throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+    }
+    if (this.length < 0 || this.size < 5 + this.length) {
+      throw new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument);
+    }
+    try {
+      return fromBinary(this.route.method.input, body.subarray(5, 5 + this.length));
+    } catch (error) {
+      throw new ConnectError(`parse binary: ${errorText(error)}`, Code.Internal);
+    }
+  }
+
+  protected startHeader(): Headers {
+    return new Headers();
+  }
+
+  protected answer(res: UnaryResponse): void {
     if (this.phase === DONE) return;
     let bytes: Uint8Array;
     try {
@@ -317,7 +368,7 @@ export class UnaryCall implements CallState {
     this.send(toNodeHeaders(res.header, responseHead()), trailer, frame);
   }
 
-  private answerError(error: ConnectError): void {
+  protected answerError(error: ConnectError): void {
     if (this.phase === DONE) return;
     const reading = this.phase === READING;
     this.phase = DONE;
@@ -345,7 +396,7 @@ export class UnaryCall implements CallState {
 }
 
 // Made by a helper rather than assigned to a name: tsx (esbuild keepNames) would wrap a named one per call.
-function innermost(call: UnaryCall): AnyFn {
+function innermost(call: FastUnaryCall): AnyFn {
   return (req) => call.invoke(req as UnaryRequest);
 }
 
@@ -353,19 +404,22 @@ function responseHead(): OutgoingHttpHeaders {
   return { ":status": 200, "content-type": "application/grpc+proto" };
 }
 
-function toNodeHeaders(headers: Headers, target: OutgoingHttpHeaders): OutgoingHttpHeaders {
+/** Copies fetch headers into a node:http2 header object. */
+export function toNodeHeaders(headers: Headers, target: OutgoingHttpHeaders): OutgoingHttpHeaders {
   headers.forEach((value, key) => {
     target[key] = value;
   });
   return target;
 }
 
-function toConnectError(error: unknown): ConnectError {
+/** error as a ConnectError: itself, or an internal error caused by it. */
+export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 
-function errorText(error: unknown): string {
+/** The message of error, whatever was thrown. */
+export function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
@@ -373,7 +427,7 @@ function errorText(error: unknown): string {
  * Ends a stream whose answer went out while the client was still sending (an oversized message, an
  * early error): RST_STREAM NO_ERROR once END_STREAM is sent, as gRPC servers do, so the client stops.
  */
-function closeWhenAnswered(stream: ServerHttp2Stream): void {
+export function closeWhenAnswered(stream: ServerHttp2Stream): void {
   // Node has no event for "END_STREAM sent", and an earlier RST would overtake queued frames.
   const timer = setInterval(() => {
     if (stream.destroyed) {

@@ -7,6 +7,8 @@ import type { ContextValues, HandlerContext, UnaryRequest } from "@connectrpc/co
 
 /** The parts of a call its request and handler context read on demand. */
 export interface CallState {
+  /** "grpc" or "connect", as Connect's HandlerContext names the protocol. */
+  readonly protocolName: string;
   /** The handler's signal, made on first use. */
   signal(): AbortSignal;
   /** Milliseconds left before the deadline, undefined without one. */
@@ -38,7 +40,7 @@ export class CallRequest implements UnaryRequest {
 
 /** The HandlerContext Connect gives a handler for req (its signal, header and values), signal made when read. */
 export class CallContext implements HandlerContext {
-  readonly protocolName = "grpc";
+  readonly protocolName: string;
   readonly method: DescMethodUnary;
   readonly service: DescService;
   readonly requestMethod: string;
@@ -55,6 +57,7 @@ export class CallContext implements HandlerContext {
     readonly responseHeader: Headers,
     readonly responseTrailer: Headers,
   ) {
+    this.protocolName = call.protocolName;
     this.method = req.method;
     this.service = req.service;
     this.requestMethod = req.requestMethod;

@@ -2,6 +2,7 @@ import type { Http2SecureServer, Http2Server, IncomingHttpHeaders, ServerHttp2St
 import type { DescMethod, DescMethodUnary } from "@bufbuild/protobuf";
 import { configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { ConnectUnaryCall, connectUnaryEncoding, createSerializationCache } from "./connect-unary-call.js";
 import { UnaryCall, type UnaryCallOptions, type UnaryRoute } from "./grpc-unary-call.js";
 
 /** What the gRPC unary fast path needs from the server: the same interceptors, limits and context as Connect. */
@@ -21,9 +22,11 @@ export interface GrpcUnaryFastPath {
 }
 
 /**
- * A gRPC unary fast path: a call with content type application/grpc(+proto), uncompressed, to a
- * unary method registered without per-service options runs through the same interceptors and
- * handler Connect would run, without Connect's per-call streams, abort signals and header copies.
+ * A unary fast path over HTTP/2: a gRPC call (application/grpc(+proto), uncompressed) or a Connect
+ * unary POST (application/json or application/proto) to a unary method registered without
+ * per-service options runs through the same interceptors and handler Connect would run, without
+ * connect-node's per-call streams, abort signals and header copies. Connect GET, gRPC-Web,
+ * streaming and HTTP/1.1 stay with connect-node.
  */
 export function createGrpcUnaryFastPath(options: GrpcUnaryOptions): GrpcUnaryFastPath {
   const routes = new Map<string, UnaryRoute>();
@@ -43,16 +46,36 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryOptions): GrpcUnaryFas
       routes.delete(procedure);
     }
   };
+  const serializers = createSerializationCache(options.readMaxBytes);
   const handle = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean => {
     if (headers[":method"] !== "POST") return false;
     const type = headers["content-type"];
-    if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
-    const encoding = headers["grpc-encoding"];
-    if (encoding !== undefined && encoding !== "identity") return false;
+    if (type === "application/grpc" || type === "application/grpc+proto") {
+      const encoding = headers["grpc-encoding"];
+      if (encoding !== undefined && encoding !== "identity") return false;
+      const route = routes.get(headers[":path"] ?? "");
+      if (route === undefined) return false;
+      const closed = options.onCall?.(route.procedure);
+      new UnaryCall(options, route, stream, headers, closed).start();
+      return true;
+    }
+    const encoding = connectUnaryEncoding(type);
+    if (encoding === undefined) return false;
     const route = routes.get(headers[":path"] ?? "");
     if (route === undefined) return false;
     const closed = options.onCall?.(route.procedure);
-    new UnaryCall(options, route, stream, headers, closed).start();
+    const serialization = serializers.of(route);
+    const minBytes = serializers.limits.compressMinBytes;
+    new ConnectUnaryCall(
+      options,
+      route,
+      stream,
+      headers,
+      closed,
+      encoding === "proto",
+      serialization,
+      minBytes,
+    ).start();
     return true;
   };
   return {

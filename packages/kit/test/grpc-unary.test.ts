@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { connect } from "node:http2";
 import { after, before, describe, test } from "node:test";
+import { gunzipSync, gzipSync } from "node:zlib";
 import {
   create,
   createRegistry,
@@ -224,11 +225,36 @@ describe("gRPC unary fast path", () => {
     );
   });
 
-  test("Connect, gRPC-Web, streaming and health calls still go through connect-node", async () => {
+  test("Connect unary calls over HTTP/2, JSON and binary, are answered on the fast path", async () => {
     const before = fastCalls.length;
     for (const transport of [
       createConnectTransport({ baseUrl, httpVersion: "2" }),
       createConnectTransport({ baseUrl, httpVersion: "2", useBinaryFormat: true }),
+    ]) {
+      let header: Headers | undefined;
+      let trailer: Headers | undefined;
+      const res = await createClient(TestService, transport).echo(
+        { text: "connect", repeat: 2 },
+        { onHeader: (h) => (header = h), onTrailer: (t) => (trailer = t) },
+      );
+      assert.equal(res.text, "connectconnect");
+      assert.equal(header?.get("x-echo-header"), "from-handler");
+      assert.equal(trailer?.get("x-echo-trailer"), "from-handler");
+    }
+    const signal = await createClient(
+      TestService,
+      createConnectTransport({ baseUrl, httpVersion: "2" }),
+    ).echo({
+      text: "signal",
+    });
+    assert.equal(signal.text, "false:true:connect");
+    assert.deepEqual(fastCalls.slice(before), [echoPath, echoPath, echoPath]);
+  });
+
+  test("Connect GET, gRPC-Web, streaming and health calls still go through connect-node", async () => {
+    const before = fastCalls.length;
+    for (const transport of [
+      createConnectTransport({ baseUrl, httpVersion: "2", useHttpGet: true }),
       createGrpcWebTransport({ baseUrl, httpVersion: "2" }),
     ]) {
       const res = await createClient(TestService, transport).echo({ text: "other" });
@@ -475,5 +501,173 @@ describe("gRPC unary fast path", () => {
     } finally {
       await plain.close();
     }
+  });
+});
+
+/** One raw HTTP/2 request: what came back, byte for byte. */
+async function rawCall(
+  baseUrl: string,
+  headers: Record<string, string>,
+  body: Uint8Array,
+): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
+  const session = connect(baseUrl);
+  try {
+    return await new Promise((resolve, reject) => {
+      const stream = session.request({ ":method": "POST", ...headers });
+      const chunks: Buffer[] = [];
+      let head: Record<string, string> = {};
+      stream.on("response", (h) => {
+        head = Object.fromEntries(Object.entries(h).map(([k, v]) => [k, String(v)]));
+      });
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("error", reject);
+      stream.on("close", () =>
+        resolve({ status: Number(head[":status"]), headers: head, body: Buffer.concat(chunks) }),
+      );
+      stream.end(body);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+describe("Connect unary fast path answers as connect-node does", () => {
+  const seen: Seen = { interceptorUrls: [] };
+  const hold = latch();
+  const fastCalls: string[] = [];
+  let fast: RunningService;
+  let stock: RunningService;
+
+  const start = (grpcUnaryFastPath: boolean) =>
+    startService({
+      name: "testing",
+      host: "127.0.0.1",
+      port: 0,
+      routes: routes(seen, hold.opened),
+      files: [file_trellis_testing_v1_testing],
+      logger: pino({ level: "silent" }),
+      metrics: new Registry(),
+      interceptors: [createLoggingInterceptor(pino({ level: "silent" })), createValidationInterceptor()],
+      readMaxBytes: 4096,
+      onFastPathCall: (procedure) => fastCalls.push(procedure),
+      grpcUnaryFastPath,
+    });
+
+  before(async () => {
+    fast = await start(true);
+    stock = await start(false);
+  });
+  after(async () => {
+    hold.open();
+    await fast.close();
+    await stock.close();
+  });
+
+  const json = { "content-type": "application/json", "connect-protocol-version": "1" };
+  const proto = { "content-type": "application/proto", "connect-protocol-version": "1" };
+  const echo = (text: string, repeat = 1) =>
+    toBinary(EchoRequestSchema, create(EchoRequestSchema, { text, repeat }));
+  const utf8 = (text: string) => new TextEncoder().encode(text);
+  const cases: Array<[string, Record<string, string>, Uint8Array]> = [
+    ["JSON", { ":path": echoPath, ...json }, utf8('{"text":"hi","repeat":2}')],
+    [
+      "JSON with a charset",
+      { ":path": echoPath, ...json, "content-type": "application/json; charset=utf-8" },
+      utf8('{"text":"hi"}'),
+    ],
+    ["binary", { ":path": echoPath, ...proto }, echo("hi", 2)],
+    ["an error with details", { ":path": echoPath, ...json }, utf8('{"text":"details"}')],
+    ["a plain Error", { ":path": echoPath, ...json }, utf8('{"text":"plain"}')],
+    ["a rule broken (validation)", { ":path": echoPath, ...json }, utf8('{"text":""}')],
+    ["malformed JSON", { ":path": echoPath, ...json }, utf8('{"text":')],
+    ["an unknown JSON field", { ":path": echoPath, ...json }, utf8('{"text":"hi","nope":1}')],
+    ["an empty JSON body", { ":path": echoPath, ...json }, new Uint8Array()],
+    ["an empty binary body", { ":path": echoPath, ...proto }, new Uint8Array()],
+    ["malformed binary", { ":path": echoPath, ...proto }, new Uint8Array([0x0a, 0xff])],
+    ["an oversized body", { ":path": echoPath, ...json }, utf8(`{"text":"${"x".repeat(5000)}"}`)],
+    [
+      "a gzip request body",
+      { ":path": echoPath, ...json, "content-encoding": "gzip" },
+      gzipSync(utf8('{"text":"zipped"}')),
+    ],
+    [
+      "an unknown content-encoding",
+      { ":path": echoPath, ...json, "content-encoding": "zstd" },
+      utf8('{"text":"hi"}'),
+    ],
+    [
+      "a large answer, gzip accepted",
+      { ":path": echoPath, ...json, "accept-encoding": "gzip" },
+      utf8(`{"text":"${"y".repeat(700)}","repeat":2}`),
+    ],
+    [
+      "a large answer, gzip not accepted",
+      { ":path": echoPath, ...json },
+      utf8(`{"text":"${"y".repeat(700)}","repeat":2}`),
+    ],
+    [
+      "a malformed connect-timeout-ms",
+      { ":path": echoPath, ...json, "connect-timeout-ms": "soon" },
+      utf8('{"text":"hi"}'),
+    ],
+  ];
+  // The headers both write; date and the like differ run to run.
+  const compared = [
+    "content-type",
+    "content-encoding",
+    "x-echo-header",
+    "trailer-x-echo-trailer",
+    "accept-encoding",
+  ];
+  const decoded = (r: { headers: Record<string, string>; body: Buffer }) =>
+    r.headers["content-encoding"] === "gzip" ? gunzipSync(r.body) : r.body;
+
+  for (const [name, headers, body] of cases) {
+    test(`${name}: the same status, headers and body`, async () => {
+      const before = fastCalls.length;
+      const a = await rawCall(`http://127.0.0.1:${fast.port}`, headers, body);
+      const b = await rawCall(`http://127.0.0.1:${stock.port}`, headers, body);
+      assert.equal(a.status, b.status);
+      for (const key of compared) assert.equal(a.headers[key], b.headers[key], key);
+      assert.deepEqual(decoded(a).toString("base64"), decoded(b).toString("base64"));
+      if (a.headers["content-encoding"] === undefined)
+        assert.equal(Number(a.headers["content-length"]), a.body.length);
+      // The request went through the fast path (the stock server never counts).
+      assert.deepEqual(fastCalls.slice(before), [headers[":path"]]);
+    });
+  }
+
+  test("the answers are what the cases say (not just equal on both servers)", async () => {
+    const ok = await rawCall(
+      `http://127.0.0.1:${fast.port}`,
+      cases[0]?.[1] ?? {},
+      cases[0]?.[2] ?? new Uint8Array(),
+    );
+    assert.equal(ok.status, 200);
+    assert.deepEqual(JSON.parse(ok.body.toString()), { text: "hihi" });
+    const large = cases.find((c) => c[0] === "a large answer, gzip accepted") as (typeof cases)[number];
+    const zipped = await rawCall(`http://127.0.0.1:${fast.port}`, large[1], large[2]);
+    assert.equal(zipped.headers["content-encoding"], "gzip");
+    assert.equal(JSON.parse(gunzipSync(zipped.body).toString()).text, "y".repeat(1400));
+    const invalid = await rawCall(
+      `http://127.0.0.1:${fast.port}`,
+      { ":path": echoPath, ...json },
+      utf8('{"text":""}'),
+    );
+    assert.equal(invalid.status, 400);
+    assert.equal(JSON.parse(invalid.body.toString()).code, "invalid_argument");
+    const big = await rawCall(
+      `http://127.0.0.1:${fast.port}`,
+      { ":path": echoPath, ...json },
+      utf8(`{"text":"${"x".repeat(5000)}"}`),
+    );
+    assert.equal(JSON.parse(big.body.toString()).code, "resource_exhausted");
+    // A handler ignoring its signal still ends at the deadline here (connect-node would wait for it).
+    const late = await rawCall(
+      `http://127.0.0.1:${fast.port}`,
+      { ":path": sleepPath, ...json, "connect-timeout-ms": "50" },
+      utf8('{"millis":10}'),
+    );
+    assert.equal(JSON.parse(late.body.toString()).code, "deadline_exceeded");
   });
 });
