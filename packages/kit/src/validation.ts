@@ -11,14 +11,17 @@ import { RE2JS } from "@bufbuild/re2";
 import { Code, ConnectError, type Interceptor, type StreamRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 
+/** The protovalidate validator the kit checks requests with (regular expressions as RE2 matches them). */
+export function createKitValidator(): Validator {
+  return createValidator({ regexMatch });
+}
+
 /**
  * A server interceptor that checks every request message against its protovalidate rules before the
  * handler runs. A violating request fails with invalid_argument carrying one `buf.validate.Violations`
  * detail (one entry per violated rule, with field paths); rules that do not compile fail with internal.
  */
-export function createValidationInterceptor(
-  validator: Validator = createValidator({ regexMatch }),
-): Interceptor {
+export function createValidationInterceptor(validator: Validator = createKitValidator()): Interceptor {
   // Per schema: does it (or anything it contains) declare a rule? Most messages don't, and
   // skipping them avoids protovalidate's per-call reflection and cursor setup.
   const ruled = new WeakMap<DescMessage, boolean>();
