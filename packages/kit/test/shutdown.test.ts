@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import {
   Health,
@@ -60,7 +60,7 @@ describe("graceful shutdown", () => {
       },
       {
         sleepStarted: () => {
-          if (++sleeping === 2) started.open();
+          if (++sleeping === 3) started.open();
           return release.opened;
         },
         sleepFinished: () => events.push("sleep finished"),
@@ -72,6 +72,8 @@ describe("graceful shutdown", () => {
     assert.equal(await statusOf(`${admin}/healthz`), 200);
 
     const client = createClient(TestService, createGrpcTransport({ baseUrl }));
+    // Connect JSON over HTTP/2 is served on the kit's fast path, like gRPC: it drains the same way.
+    const json = createClient(TestService, createConnectTransport({ baseUrl, httpVersion: "2" }));
     const stock = grpcJsClient(running.port);
     const watch = createClient(Health, createGrpcTransport({ baseUrl })).watch({});
     const watched: ServingStatus[] = [];
@@ -79,8 +81,9 @@ describe("graceful shutdown", () => {
       for await (const message of watch) watched.push(message.status);
     })();
     try {
-      // Both clients hold a connection, and a call each is in flight when close() starts.
+      // The clients hold a connection each, and a call each is in flight when close() starts.
       const inFlight = client.sleep({ millis: 500 });
+      const jsonInFlight = json.sleep({ millis: 500 });
       const stockInFlight = grpcJsUnary(
         stock,
         sleepPath,
@@ -98,6 +101,7 @@ describe("graceful shutdown", () => {
 
       // New calls: on the connection that got GOAWAY, on a fresh connection, and from grpc-js.
       await assert.rejects(client.echo({ text: "after close" }), assertRefused);
+      await assert.rejects(json.echo({ text: "after close" }), assertRefused);
       const fresh = createClient(TestService, createGrpcTransport({ baseUrl }));
       await assert.rejects(fresh.echo({ text: "after close" }), assertRefused);
       const freshStock = grpcJsClient(running.port);
@@ -122,9 +126,10 @@ describe("graceful shutdown", () => {
 
       release.open();
       assert.equal((await inFlight).sleptMillis, 500);
+      assert.equal((await jsonInFlight).sleptMillis, 500);
       assert.equal((await stockInFlight).sleptMillis, 500);
       await closing;
-      assert.deepEqual(events, ["sleep finished", "sleep finished", "hook 1", "hook 2"]);
+      assert.deepEqual(events, ["sleep finished", "sleep finished", "sleep finished", "hook 1", "hook 2"]);
 
       await watchDone;
       assert.equal(watched.at(-1), ServingStatus.NOT_SERVING, "Watch ends on NOT_SERVING");
