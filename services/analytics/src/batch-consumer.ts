@@ -9,8 +9,7 @@ import {
   nanos,
 } from "nats";
 import type { Logger } from "pino";
-import type { EventInput } from "./model.ts";
-import type { AnalyticsStore } from "./store.ts";
+import type { AnalyticsStore, RowBlock } from "./store.ts";
 
 /** Options for {@link startBatchConsumer}. */
 export interface BatchConsumerOptions {
@@ -20,9 +19,9 @@ export interface BatchConsumerOptions {
   readonly durable: string;
   /** Subjects consumed; unset for the whole stream. */
   readonly filterSubject?: string;
-  readonly store: Pick<AnalyticsStore, "insertEvents">;
-  /** Turns one message into events; [] acknowledges and skips it. Throwing terminates it (poison). */
-  readonly decode: (msg: JsMsg) => EventInput[];
+  readonly store: Pick<AnalyticsStore, "insertBlocks">;
+  /** Turns one message into checked row blocks; [] acknowledges and skips it. Throwing terminates it (poison). */
+  readonly decode: (msg: JsMsg) => RowBlock[];
   /** Flush when this many events are buffered (default 5000). */
   readonly batchEvents?: number;
   /** Flush at most this long after the first buffered message (default 500 ms). */
@@ -62,16 +61,16 @@ export async function startBatchConsumer(o: BatchConsumerOptions): Promise<Batch
     });
   const consumer = await o.js.consumers.get(o.stream, o.durable);
   const messages: ConsumerMessages = await consumer.consume({ max_messages: 1000 });
-  let held: { msg: JsMsg; events: EventInput[] }[] = [];
+  let held: { msg: JsMsg; blocks: RowBlock[] }[] = [];
   let heldEvents = 0;
   let timer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
   let failures = 0;
 
   const writeOut = async (batch: typeof held) => {
-    const events = batch.flatMap((b) => b.events);
+    const blocks = batch.flatMap((b) => b.blocks);
     try {
-      await o.store.insertEvents(events);
+      await o.store.insertBlocks(blocks);
       failures = 0;
       for (const b of batch) b.msg.ack();
     } catch (error) {
@@ -107,16 +106,16 @@ export async function startBatchConsumer(o: BatchConsumerOptions): Promise<Batch
 
   const loop = (async () => {
     for await (const msg of messages) {
-      let events: EventInput[];
+      let blocks: RowBlock[];
       try {
-        events = o.decode(msg);
+        blocks = o.decode(msg);
       } catch (error) {
         o.logger?.error({ err: error, subject: msg.subject }, "analytics: undecodable message");
         msg.term();
         continue;
       }
-      held.push({ msg, events });
-      heldEvents += events.length;
+      held.push({ msg, blocks });
+      for (const block of blocks) heldEvents += block.ids.length;
       // A full batch waits only for the write before it: the next batch is read while this one
       // is written, and at most two batches are held.
       if (heldEvents >= batchEvents) await flush().previous;

@@ -1,10 +1,12 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 
-/** SELECTs over ClickHouse's HTTP interface: one POST per statement, rows as JSONEachRow text. */
+/** SELECTs and inserts over ClickHouse's HTTP interface: one POST per statement, rows as JSONEachRow text. */
 export interface HttpSelect {
   /** Runs a SELECT (no FORMAT clause) and answers the JSONEachRow body; rejects on any failure. */
   select(statement: string): Promise<string>;
+  /** Inserts JSONEachRow text (one row per line) into table (a qualified, quoted name); rejects on any failure. */
+  insert(table: string, rows: Uint8Array): Promise<void>;
   close(): void;
 }
 
@@ -20,7 +22,7 @@ export class ClickHouseHttpError extends Error {
 }
 
 /**
- * The read path of the server backend. @clickhouse/client costs a few milliseconds per query in
+ * The read and insert path of the server backend. @clickhouse/client costs a few milliseconds per query in
  * its own machinery, which QueryMetrics' latency budget (the same SQL sent directly, +5 ms) cannot
  * afford; this is a keep-alive agent and one request written in one piece. The URL is read as the
  * client reads it: credentials for basic auth, a path naming the database.
@@ -53,29 +55,36 @@ export function createHttpSelect(
     agent,
     timeout: timeoutMs,
   };
+  // One POST: path carries the settings (and, for an insert, the INSERT statement), body the rest.
+  const post = (path: string, body: Uint8Array) =>
+    new Promise<string>((resolve, reject) => {
+      const req = request(
+        { ...options, path, headers: { ...headers, "content-length": String(body.byteLength) } },
+        (res: IncomingMessage) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            if (res.statusCode === 200) resolve(text);
+            else reject(new ClickHouseHttpError(res.statusCode ?? 0, text.slice(0, 2000)));
+          });
+        },
+      );
+      req.on("timeout", () => {
+        req.destroy(Object.assign(new Error("ClickHouse query timed out"), { code: "ETIMEDOUT" }));
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
   return {
     select(statement) {
-      const body = Buffer.from(`${statement}\nFORMAT JSONEachRow`);
-      return new Promise<string>((resolve, reject) => {
-        const req = request(
-          { ...options, headers: { ...headers, "content-length": String(body.length) } },
-          (res: IncomingMessage) => {
-            const chunks: Buffer[] = [];
-            res.on("data", (chunk: Buffer) => chunks.push(chunk));
-            res.on("error", reject);
-            res.on("end", () => {
-              const text = Buffer.concat(chunks).toString("utf8");
-              if (res.statusCode === 200) resolve(text);
-              else reject(new ClickHouseHttpError(res.statusCode ?? 0, text.slice(0, 2000)));
-            });
-          },
-        );
-        req.on("timeout", () => {
-          req.destroy(Object.assign(new Error("ClickHouse query timed out"), { code: "ETIMEDOUT" }));
-        });
-        req.on("error", reject);
-        req.end(body);
-      });
+      return post(options.path, Buffer.from(`${statement}\nFORMAT JSONEachRow`));
+    },
+    async insert(table, rows) {
+      const insert = new URLSearchParams(params);
+      insert.set("query", `INSERT INTO ${table} FORMAT JSONEachRow`);
+      await post(`/?${insert}`, rows);
     },
     close() {
       agent.destroy();

@@ -8,8 +8,8 @@ export interface ClickHouse {
   readonly kind: "server" | "chdb";
   /** Runs a statement that returns no rows (DDL). */
   exec(statement: Sql): Promise<void>;
-  /** Inserts rows as JSONEachRow into `table` (a qualified name built with ident). */
-  insertJSONEachRow(table: Sql, rows: readonly object[]): Promise<void>;
+  /** Inserts JSONEachRow text, one row per line, into `table` (a qualified name built with ident). */
+  insertJSONEachRow(table: Sql, rows: Uint8Array): Promise<void>;
   /** Runs a SELECT and answers its rows as parsed JSON objects. */
   query<T = Record<string, unknown>>(statement: Sql): Promise<T[]>;
   /** Releases the connection or session. */
@@ -20,7 +20,7 @@ export interface ClickHouse {
 const MAX_QUERY_SIZE = 16 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 60_000;
 
-/** A ClickHouse server over HTTP: @clickhouse/client for DDL and inserts, createHttpSelect for reads; 18.16 and current releases. */
+/** A ClickHouse server over HTTP: @clickhouse/client for DDL, createHttpSelect for reads and inserts; 18.16 and current releases. */
 export function createServerClickHouse(url: string): ClickHouse {
   const reads = createHttpSelect(url, { max_query_size: String(MAX_QUERY_SIZE) }, REQUEST_TIMEOUT_MS);
   const client = createClient({
@@ -36,8 +36,8 @@ export function createServerClickHouse(url: string): ClickHouse {
       await client.command({ query: statement.text });
     },
     async insertJSONEachRow(table, rows) {
-      if (rows.length === 0) return;
-      await client.insert({ table: table.text, values: rows as object[], format: "JSONEachRow" });
+      if (rows.byteLength === 0) return;
+      await reads.insert(table.text, rows);
     },
     async query<T>(statement: Sql) {
       return parseJSONEachRow<T>(await reads.select(statement.text));
@@ -91,9 +91,8 @@ export async function createChdbClickHouse(dir: string): Promise<ClickHouse> {
       await session.queryAsync(statement.text, { format: "TabSeparated" });
     },
     async insertJSONEachRow(table, rows) {
-      if (rows.length === 0) return;
-      const payload = Buffer.from(`${rows.map((r) => JSON.stringify(r)).join("\n")}\n`);
-      await session.insert({ table: table.text, values: payload, format: "JSONEachRow" });
+      if (rows.byteLength === 0) return;
+      await session.insert({ table: table.text, values: Buffer.from(rows), format: "JSONEachRow" });
     },
     async query<T>(statement: Sql) {
       const result = await session.queryAsync(statement.text, { format: "JSONEachRow" });

@@ -15,12 +15,12 @@ import type { Logger } from "pino";
 import { type BatchConsumer, startBatchConsumer } from "./batch-consumer.ts";
 import { createDomainRegistry, domainEventToInput } from "./domain-events.ts";
 import type { EventInput } from "./model.ts";
-import { type AnalyticsStore, checkEvents } from "./store.ts";
+import { type AnalyticsStore, checkBlock, type RowBlock, toRowBlocks } from "./store.ts";
 
 /** Options for {@link createIngest}. */
 export interface IngestOptions {
   readonly nats: NatsConnection;
-  readonly store: Pick<AnalyticsStore, "insertEvents">;
+  readonly store: Pick<AnalyticsStore, "insertBlocks">;
   /** The durable buffer of accepted client events (default ANALYTICS_INGEST). */
   readonly stream?: string;
   /** Its subject (default analytics.ingest.events). */
@@ -53,9 +53,40 @@ export interface Ingest {
 // JetStream answers these when a stream with DiscardPolicy.New is full.
 const STREAM_FULL = new Set([10077, 10047, 10027]);
 
-interface Envelope {
+// Messages of the ingest stream. Version 2 (written now): a JSON header line
+// {"v":2,"tenant":…,"ids":[…]} and then the block's JSONEachRow rows, checked and serialized once
+// at accept, passed to ClickHouse as they are. Version 1 (still read, from older instances):
+// {"v":1,"events":[EventInput…]}.
+interface EnvelopeV1 {
   readonly v: 1;
   readonly events: readonly EventInput[];
+}
+interface BlockHeader {
+  readonly v: 2;
+  readonly tenant: string;
+  readonly ids: readonly string[];
+}
+
+/** The row blocks of one ingest-stream message (either version); throws if it is not one. */
+export function decodeIngestMessage(data: Uint8Array): RowBlock[] {
+  const text = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const end = text.indexOf(0x0a);
+  const head = JSON.parse(text.toString("utf8", 0, end === -1 ? text.length : end)) as
+    | EnvelopeV1
+    | BlockHeader;
+  if (head.v === 1 && Array.isArray(head.events)) return toRowBlocks(head.events);
+  if (head.v === 2 && typeof head.tenant === "string" && Array.isArray(head.ids) && end !== -1) {
+    const block = { tenantId: head.tenant, ids: head.ids, body: text.subarray(end + 1) };
+    checkBlock(block);
+    return [block];
+  }
+  throw new Error("not an ingest message");
+}
+
+/** An ingest-stream message (version 2) carrying block. */
+export function encodeIngestMessage(block: RowBlock): Uint8Array {
+  const header: BlockHeader = { v: 2, tenant: block.tenantId, ids: block.ids };
+  return Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), block.body]);
 }
 
 /** The ingestion pipeline over one NATS connection and store. */
@@ -127,33 +158,17 @@ export function createIngest(o: IngestOptions): Ingest {
     },
     async accept(events) {
       if (events.length === 0) return;
-      checkEvents(events);
+      const blocks = toRowBlocks(events);
       // One message per request keeps a batch all-or-none; a message too large for the server
       // is split, and a client retry of the whole batch is harmless (ids are counted once).
       const maxPayload = Math.max(64 * 1024, (o.nats.info?.max_payload ?? 1024 * 1024) - 4096);
-      // Each event is serialized once; the envelope ({"v":1,"events":[…]}) is joined around them.
-      const chunks: { events: EventInput[]; json: string[] }[] = [];
-      let current: { events: EventInput[]; json: string[] } = { events: [], json: [] };
-      let size = 0;
-      for (const e of events) {
-        const json = JSON.stringify(e);
-        const bytes = Buffer.byteLength(json);
-        if (current.events.length > 0 && size + bytes > maxPayload) {
-          chunks.push(current);
-          current = { events: [], json: [] };
-          size = 0;
+      for (const block of blocks) {
+        for (const chunk of splitBlock(block, maxPayload)) {
+          // The same events accepted twice within the duplicate window are stored once by JetStream.
+          const hash = createHash("sha256");
+          for (const id of chunk.ids) hash.update(`${chunk.tenantId}\n${id}\n`);
+          await publish(encodeIngestMessage(chunk), hash.digest("hex"));
         }
-        current.events.push(e);
-        current.json.push(json);
-        size += bytes + 1;
-      }
-      chunks.push(current);
-      for (const chunk of chunks) {
-        // The same events accepted twice within the duplicate window are stored once by JetStream.
-        const hash = createHash("sha256");
-        for (const e of chunk.events) hash.update(`${e.tenantId}\n${e.eventId}\n`);
-        const envelope = `{"v":1,"events":[${chunk.json.join(",")}]}`;
-        await publish(Buffer.from(envelope), hash.digest("hex"));
       }
     },
     async start() {
@@ -173,7 +188,7 @@ export function createIngest(o: IngestOptions): Ingest {
           stream,
           durable,
           filterSubject: subject,
-          decode: (msg: JsMsg) => (msg.json() as Envelope).events.slice(),
+          decode: (msg: JsMsg) => decodeIngestMessage(msg.data),
         }),
       );
       const registry = createDomainRegistry();
@@ -195,7 +210,7 @@ export function createIngest(o: IngestOptions): Ingest {
                 { subject: msg.subject, headers, data: msg.data, storedAtMs },
                 Date.now(),
               );
-              return input ? [input] : [];
+              return input ? toRowBlocks([input]) : [];
             },
           }),
         );
@@ -206,4 +221,38 @@ export function createIngest(o: IngestOptions): Ingest {
       await Promise.all(consumers.splice(0).map((c) => c.stop()));
     },
   };
+}
+
+// block in pieces whose message (header and rows) fits in maxBytes; a row larger than that goes alone.
+function splitBlock(block: RowBlock, maxBytes: number): RowBlock[] {
+  // The header is {"v":2,"tenant":"…","ids":[…]}: a few bytes, the tenant, each id quoted.
+  const base = 40 + Buffer.byteLength(block.tenantId);
+  const idBytes = block.ids.map((id) => Buffer.byteLength(id) + 3);
+  if (base + block.body.byteLength + idBytes.reduce((a, b) => a + b, 0) <= maxBytes) return [block];
+  const body = Buffer.from(block.body.buffer, block.body.byteOffset, block.body.byteLength);
+  const pieces: RowBlock[] = [];
+  const cut = (from: number, to: number, fromByte: number, toByte: number) =>
+    pieces.push({
+      tenantId: block.tenantId,
+      ids: block.ids.slice(from, to),
+      body: body.subarray(fromByte, toByte),
+    });
+  let firstRow = 0;
+  let firstByte = 0;
+  let size = base;
+  let at = 0;
+  for (let i = 0; i < block.ids.length; i++) {
+    const end = body.indexOf(0x0a, at) + 1;
+    const rowBytes = end - at + (idBytes[i] as number);
+    if (i > firstRow && size + rowBytes > maxBytes) {
+      cut(firstRow, i, firstByte, at);
+      firstRow = i;
+      firstByte = at;
+      size = base;
+    }
+    size += rowBytes;
+    at = end;
+  }
+  cut(firstRow, block.ids.length, firstByte, body.byteLength);
+  return pieces;
 }

@@ -50,6 +50,8 @@ export interface AnalyticsStore {
   migrate(): Promise<void>;
   /** Writes events, skipping ids already stored; answers how many rows were new. */
   insertEvents(events: readonly EventInput[]): Promise<number>;
+  /** Writes row blocks (see toRowBlocks), skipping ids already stored or repeated; answers how many rows were new. */
+  insertBlocks(blocks: readonly RowBlock[]): Promise<number>;
   /** A time series (QueryMetrics); the rollup answers when it can give the same result. */
   queryMetrics(tenantId: string, query: MetricsQuery): Promise<MetricsResult>;
   /** Event counts per name in [startMs, endMs), for WatchMetrics; empty names means all. */
@@ -124,9 +126,73 @@ function toRow(e: EventInput): Record<string, unknown> {
   };
 }
 
-/** Throws InvalidArgument unless every event is one the store would write. */
-export function checkEvents(events: readonly EventInput[]): void {
-  for (const e of events) toRow(e);
+/**
+ * Rows of one tenant ready to insert: `body` is JSONEachRow text, one line per id of `ids`, in
+ * the same order, each a checked row; no id appears twice. The ingest buffer carries blocks as
+ * they are, so events are checked and serialized once, when they are accepted.
+ */
+export interface RowBlock {
+  readonly tenantId: string;
+  readonly ids: readonly string[];
+  readonly body: Uint8Array;
+}
+
+/** Checks events (InvalidArgument as the store would answer) and makes one block per tenant, first of a repeated id kept. */
+export function toRowBlocks(events: readonly EventInput[]): RowBlock[] {
+  const byTenant = new Map<string, { ids: string[]; lines: string[]; seen: Set<string> }>();
+  for (const e of events) {
+    const line = JSON.stringify(toRow(e));
+    let block = byTenant.get(e.tenantId);
+    if (block === undefined) {
+      block = { ids: [], lines: [], seen: new Set() };
+      byTenant.set(e.tenantId, block);
+    }
+    if (block.seen.has(e.eventId)) continue;
+    block.seen.add(e.eventId);
+    block.ids.push(e.eventId);
+    block.lines.push(line);
+  }
+  return [...byTenant].map(([tenantId, b]) => ({
+    tenantId,
+    ids: b.ids,
+    body: Buffer.from(`${b.lines.join("\n")}\n`),
+  }));
+}
+
+const NEWLINE = 0x0a;
+
+/** Throws unless block has one line per id (what toRowBlocks makes); a block from elsewhere is not trusted. */
+export function checkBlock(block: RowBlock): void {
+  tenantIs(block.tenantId);
+  const body = block.body;
+  let lines = 0;
+  for (let i = body.indexOf(NEWLINE); i !== -1; i = body.indexOf(NEWLINE, i + 1)) lines++;
+  if (lines !== block.ids.length || (body.byteLength > 0 && body[body.byteLength - 1] !== NEWLINE)) {
+    throw invalid("row block: one line per event id expected");
+  }
+}
+
+// The lines of block whose ids are not yet in seen (adding them), as JSONEachRow text.
+function freshLines(block: RowBlock, seen: Set<string>): { body: Uint8Array; rows: number } {
+  let repeated = false;
+  for (const id of block.ids) {
+    if (seen.has(id)) {
+      repeated = true;
+      break;
+    }
+  }
+  if (!repeated) {
+    for (const id of block.ids) seen.add(id);
+    return { body: block.body, rows: block.ids.length };
+  }
+  const lines = Buffer.from(block.body).toString("utf8").split("\n");
+  const kept: string[] = [];
+  block.ids.forEach((id, i) => {
+    if (seen.has(id)) return;
+    seen.add(id);
+    kept.push(lines[i] as string);
+  });
+  return { body: Buffer.from(kept.length === 0 ? "" : `${kept.join("\n")}\n`), rows: kept.length };
 }
 
 function checkMetricsQuery(q: MetricsQuery): void {
@@ -230,21 +296,34 @@ export function createAnalyticsStore(options: AnalyticsStoreOptions): AnalyticsS
     return found;
   }
 
-  async function insertNow(events: readonly EventInput[]): Promise<number> {
-    const byTenant = new Map<string, Map<string, Record<string, unknown>>>();
-    for (const e of events) {
-      const row = toRow(e);
-      const rows = byTenant.get(e.tenantId) ?? new Map<string, Record<string, unknown>>();
-      byTenant.set(e.tenantId, rows);
-      if (!rows.has(e.eventId)) rows.set(e.eventId, row);
+  async function insertNow(blocks: readonly RowBlock[]): Promise<number> {
+    const byTenant = new Map<string, RowBlock[]>();
+    for (const block of blocks) {
+      checkBlock(block);
+      const list = byTenant.get(block.tenantId) ?? [];
+      byTenant.set(block.tenantId, list);
+      list.push(block);
     }
-    const fresh: Record<string, unknown>[] = [];
-    for (const [tenantId, rows] of byTenant) {
-      const existing = await existingIds(tenantId, [...rows.keys()]);
-      for (const [id, row] of rows) if (!existing.has(id)) fresh.push(row);
+    const parts: Uint8Array[] = [];
+    let rows = 0;
+    for (const [tenantId, list] of byTenant) {
+      // Ids already stored count as seen: their lines are dropped, as are later copies in the batch.
+      const seen = await existingIds(tenantId, [...new Set(list.flatMap((b) => b.ids))]);
+      for (const block of list) {
+        const fresh = freshLines(block, seen);
+        if (fresh.rows > 0) parts.push(fresh.body);
+        rows += fresh.rows;
+      }
     }
-    await ch.insertJSONEachRow(tables.events, fresh);
-    return fresh.length;
+    if (rows > 0) await ch.insertJSONEachRow(tables.events, Buffer.concat(parts));
+    return rows;
+  }
+
+  function insertBlocks(blocks: readonly RowBlock[]): Promise<number> {
+    if (blocks.length === 0) return Promise.resolve(0);
+    const run = insertChain.then(() => guard(() => insertNow(blocks)));
+    insertChain = run.catch(() => undefined);
+    return run;
   }
 
   return {
@@ -254,11 +333,15 @@ export function createAnalyticsStore(options: AnalyticsStoreOptions): AnalyticsS
       });
     },
     insertEvents(events) {
-      if (events.length === 0) return Promise.resolve(0);
-      const run = insertChain.then(() => guard(() => insertNow(events)));
-      insertChain = run.catch(() => undefined);
-      return run;
+      let blocks: RowBlock[];
+      try {
+        blocks = toRowBlocks(events);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return insertBlocks(blocks);
     },
+    insertBlocks,
     async queryMetrics(tenantId, q) {
       checkMetricsQuery(q);
       const { statement, rollup } = metricsSql(ctx, tenantId, q);

@@ -9,9 +9,9 @@ import { connectNats } from "@trellis/kit/nats.js";
 import { eventually, startNatsServer, type TestNatsServer, uniqueName } from "@trellis/kit/testing.js";
 import type { NatsConnection } from "nats";
 import { type ClickHouse, createServerClickHouse } from "../src/clickhouse.ts";
-import { createIngest, type IngestOptions } from "../src/ingest.ts";
+import { createIngest, encodeIngestMessage, type IngestOptions } from "../src/ingest.ts";
 import type { EventInput } from "../src/model.ts";
-import { type AnalyticsStore, createAnalyticsStore } from "../src/store.ts";
+import { type AnalyticsStore, createAnalyticsStore, type RowBlock, toRowBlocks } from "../src/store.ts";
 import { clientEvents, DAY, T0 } from "./fixtures.ts";
 
 const CLICKHOUSE_URL = process.env.TEST_CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
@@ -29,7 +29,7 @@ describe("ingestion pipeline (JetStream → ClickHouse)", () => {
   const base = (
     nc: NatsConnection,
     stream: string,
-    s: Pick<AnalyticsStore, "insertEvents"> = store,
+    s: Pick<AnalyticsStore, "insertBlocks"> = store,
   ): IngestOptions => ({
     nats: nc,
     store: s,
@@ -67,9 +67,9 @@ describe("ingestion pipeline (JetStream → ClickHouse)", () => {
       receivedAtMs: T0 + i * 1000,
     }));
   const hanging = (calls: { n: number }, write?: AnalyticsStore) => ({
-    async insertEvents(batch: readonly EventInput[]) {
+    async insertBlocks(batch: readonly RowBlock[]) {
       calls.n += 1;
-      if (write) await write.insertEvents(batch);
+      if (write) await write.insertBlocks(batch);
       return new Promise<number>(() => {}); // the process "dies" here
     },
   });
@@ -132,6 +132,49 @@ describe("ingestion pipeline (JetStream → ClickHouse)", () => {
     await eventually(() => drained(nc, stream), { what: "the buffer to drain" });
     await ingest.accept([all[3] as EventInput]);
     await eventually(async () => (await count(tenant)) === 4, { what: "4 events" });
+    await ingest.stop();
+  });
+
+  test("a batch larger than a NATS message is split, and every event lands once", async () => {
+    const tenant = uniqueName("tenant");
+    const stream = uniqueName("INGEST").toUpperCase();
+    const nc = await connect();
+    const ingest = createIngest(base(nc, stream));
+    await ingest.ensureStream();
+    // 1000 events of ~1.1 KB: more than the server's 1 MiB max_payload in one message.
+    const all = events(tenant, 51, 1000).map((e) => ({ ...e, props: { note: "n".repeat(1000) } }));
+    await ingest.accept(all);
+    const info = await (await nc.jetstreamManager()).streams.info(stream);
+    assert.ok(info.state.messages >= 2, `split into ${info.state.messages} messages`);
+    await ingest.start();
+    await eventually(async () => (await count(tenant)) === 1000, { what: "1000 events" });
+    await ingest.accept(all.slice(0, 10)); // a retry of part of it adds nothing
+    await eventually(() => drained(nc, stream), { what: "the retry to be consumed" });
+    assert.equal(await count(tenant), 1000);
+    await ingest.stop();
+  });
+
+  test("messages of the earlier format are still read; a malformed one is dropped, not retried", async () => {
+    const tenant = uniqueName("tenant");
+    const stream = uniqueName("INGEST").toUpperCase();
+    const nc = await connect();
+    const options = base(nc, stream);
+    const ingest = createIngest(options);
+    await ingest.ensureStream();
+    const js = nc.jetstream();
+    const subject = options.subject as string;
+    const [a, b, c] = events(tenant, 61, 3) as [EventInput, EventInput, EventInput];
+    // Version 1, as an instance before row blocks wrote it.
+    await js.publish(subject, Buffer.from(JSON.stringify({ v: 1, events: [a, b] })));
+    // Version 2 whose rows do not match its ids: poison.
+    const good = encodeIngestMessage(toRowBlocks([c])[0] as RowBlock);
+    const text = Buffer.from(good).toString();
+    await js.publish(subject, Buffer.from(text.replace('"ids":[', '"ids":["extra",')));
+    await js.publish(subject, good);
+    await ingest.start();
+    await eventually(async () => (await count(tenant)) === 3, { what: "3 events" });
+    await eventually(() => drained(nc, stream), { what: "the malformed message to be terminated" });
+    assert.equal(await count(tenant), 3);
     await ingest.stop();
   });
 
