@@ -62,6 +62,11 @@ export function analyticsConfigSchema() {
     ANALYTICS_INGEST_MAX_MESSAGES: env.int({ default: 100_000, min: 1 }),
     /** Bound of the ingest buffer in bytes. */
     ANALYTICS_INGEST_MAX_BYTES: env.int({ default: 1024 ** 3, min: 1024 * 1024 }),
+    /**
+     * The format accepted events are buffered in: v2 (row blocks) by default; v1 (event JSON) for
+     * the first phase of a rolling upgrade from a release that reads only v1 (every release reads both).
+     */
+    ANALYTICS_INGEST_FORMAT: env.enum(["v1", "v2"] as const, { default: "v2" }),
     /** Events written to ClickHouse in one insert at most (a flush happens at this size). */
     ANALYTICS_BATCH_EVENTS: env.int({ default: 5000, min: 1, max: 200_000 }),
     /** Longest wait between accepting an event and flushing it to ClickHouse. */

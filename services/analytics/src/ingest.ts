@@ -30,6 +30,8 @@ export interface IngestOptions {
   /** Bound of the buffer: accepted but not yet written messages and bytes (defaults 100 000, 1 GiB). */
   readonly maxBufferedMessages?: number;
   readonly maxBufferedBytes?: number;
+  /** The message format accept writes (default v2, row blocks; v1 for a rolling upgrade from a v1-only release). */
+  readonly format?: "v1" | "v2";
   readonly batchEvents?: number;
   readonly flushIntervalMs?: number;
   readonly ackWaitMs?: number;
@@ -81,6 +83,14 @@ export function decodeIngestMessage(data: Uint8Array): RowBlock[] {
     return [block];
   }
   throw new Error("not an ingest message");
+}
+
+// A version 1 message with the events of block (looked up by id among events).
+function encodeV1(block: RowBlock, events: readonly EventInput[]): Uint8Array {
+  const wanted = new Set(block.ids);
+  const picked = events.filter((e) => e.tenantId === block.tenantId && wanted.delete(e.eventId));
+  const envelope: EnvelopeV1 = { v: 1, events: picked };
+  return Buffer.from(JSON.stringify(envelope));
 }
 
 /** An ingest-stream message (version 2) carrying block. */
@@ -167,7 +177,8 @@ export function createIngest(o: IngestOptions): Ingest {
           // The same events accepted twice within the duplicate window are stored once by JetStream.
           const hash = createHash("sha256");
           for (const id of chunk.ids) hash.update(`${chunk.tenantId}\n${id}\n`);
-          await publish(encodeIngestMessage(chunk), hash.digest("hex"));
+          const data = o.format === "v1" ? encodeV1(chunk, events) : encodeIngestMessage(chunk);
+          await publish(data, hash.digest("hex"));
         }
       }
     },

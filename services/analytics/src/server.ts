@@ -62,6 +62,7 @@ export async function createAnalyticsParts(input: ServiceDeps): Promise<Analytic
       durable: config.ANALYTICS_CONSUMER,
       maxBufferedMessages: config.ANALYTICS_INGEST_MAX_MESSAGES,
       maxBufferedBytes: config.ANALYTICS_INGEST_MAX_BYTES,
+      format: config.ANALYTICS_INGEST_FORMAT,
       batchEvents: config.ANALYTICS_BATCH_EVENTS,
       flushIntervalMs: config.ANALYTICS_FLUSH_INTERVAL,
       ackWaitMs: config.ANALYTICS_ACK_WAIT,

@@ -171,10 +171,17 @@ describe("ingestion pipeline (JetStream → ClickHouse)", () => {
     const text = Buffer.from(good).toString();
     await js.publish(subject, Buffer.from(text.replace('"ids":[', '"ids":["extra",')));
     await js.publish(subject, good);
+    // ANALYTICS_INGEST_FORMAT=v1 (the first phase of a rolling upgrade) writes version 1.
+    const v1 = createIngest({ ...options, format: "v1" });
+    const [d, e] = events(tenant, 62, 2) as [EventInput, EventInput];
+    await v1.accept([d, e, d]);
+    const jsm = await nc.jetstreamManager();
+    const last = await jsm.streams.getMessage(stream, { last_by_subj: subject });
+    assert.equal(JSON.parse(Buffer.from(last.data).toString()).v, 1);
     await ingest.start();
-    await eventually(async () => (await count(tenant)) === 3, { what: "3 events" });
+    await eventually(async () => (await count(tenant)) === 5, { what: "5 events" });
     await eventually(() => drained(nc, stream), { what: "the malformed message to be terminated" });
-    assert.equal(await count(tenant), 3);
+    assert.equal(await count(tenant), 5);
     await ingest.stop();
   });
 
