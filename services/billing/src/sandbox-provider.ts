@@ -30,6 +30,35 @@ export const SANDBOX_CARDS: Readonly<
 export interface SandboxOptions {
   /** How long a pm_card_timeout charge hangs before it times out (default 50 ms; tests use less). */
   readonly timeoutMs?: number;
+  /** How long an idempotency key is remembered (default 24 h, as real providers keep them). */
+  readonly keyTtlMs?: number;
+  /** The clock keys expire by (tests move it). */
+  readonly now?: () => number;
+}
+
+/** Idempotency keys with what they answered, forgotten keyTtlMs after their first use. */
+function keyStore<V>(ttlMs: number, now: () => number) {
+  // A Map iterates in insertion order, which is expiry order: expired keys are dropped from the front.
+  const entries = new Map<string, { value: V; expiresAt: number }>();
+  const prune = (at: number) => {
+    for (const [key, entry] of entries) {
+      if (entry.expiresAt > at) break;
+      entries.delete(key);
+    }
+  };
+  return {
+    get(key: string): V | undefined {
+      const at = now();
+      prune(at);
+      return entries.get(key)?.value;
+    },
+    set(key: string, value: V): void {
+      entries.set(key, { value, expiresAt: now() + ttlMs });
+    },
+    get size() {
+      return entries.size;
+    },
+  };
 }
 
 /** The sandbox provider plus what tests count. */
@@ -40,17 +69,22 @@ export interface SandboxProvider extends PaymentProvider {
   readonly chargesTaken: number;
   /** Refunds that moved money. */
   readonly refundsMade: number;
+  /** Idempotency keys remembered now (charges and refunds). */
+  readonly keysHeld: number;
 }
 
 /**
  * An in-memory provider that behaves like a real one: test tokens succeed, decline, lack funds or
- * time out; it remembers every idempotency key with its first outcome, so a retry never charges
- * twice, and a key reused with other parameters is refused.
+ * time out; it remembers each idempotency key with its first outcome for keyTtlMs (24 h), so a
+ * retry never charges twice, and a key reused with other parameters is refused; older keys are
+ * forgotten, as a real provider forgets them, so a long-running sandbox does not grow without end.
  */
 export function createSandboxProvider(options: SandboxOptions = {}): SandboxProvider {
   const timeoutMs = options.timeoutMs ?? 50;
-  const charges = new Map<string, { fingerprint: string; outcome: ChargeOutcome }>();
-  const refunds = new Map<string, { fingerprint: string; outcome: RefundOutcome }>();
+  const keyTtlMs = options.keyTtlMs ?? 24 * 3_600_000;
+  const now = options.now ?? Date.now;
+  const charges = keyStore<{ fingerprint: string; outcome: ChargeOutcome }>(keyTtlMs, now);
+  const refunds = keyStore<{ fingerprint: string; outcome: RefundOutcome }>(keyTtlMs, now);
   const refundedByCharge = new Map<string, bigint>();
   const amountByCharge = new Map<string, bigint>();
   let chargeCalls = 0;
@@ -68,6 +102,9 @@ export function createSandboxProvider(options: SandboxOptions = {}): SandboxProv
     },
     get refundsMade() {
       return refundsMade;
+    },
+    get keysHeld() {
+      return charges.size + refunds.size;
     },
     isToken: (text) => text in SANDBOX_CARDS,
     async attach(input): Promise<AttachedCard> {
