@@ -11,6 +11,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
@@ -21,9 +22,12 @@ import {
   PriceSchema,
   RecordUsageRequestSchema,
 } from "@trellis/gen/trellis/billing/v1/billing_pb.js";
+import { PaymentSucceededSchema } from "@trellis/gen/trellis/billing/v1/events_pb.js";
+import { createDb } from "@trellis/kit/db.js";
 import { createTestIssuer } from "@trellis/kit/test-tokens.js";
 import { createTestDatabase, eventually, freePort, startNatsServer } from "@trellis/kit/testing.js";
-import postgres from "postgres";
+import { emit } from "../services/billing/src/events.ts";
+import { createStore } from "../services/billing/src/store.ts";
 import { rawGrpcClient, writeResults } from "./lib-load.js";
 
 const run = promisify(execFile);
@@ -272,37 +276,48 @@ try {
   await flood((i) => usage(i + 10_000_000), warm);
   await pgbench("charge-warm", chargeScript);
 
-  // The floor of any Node.js service here: the Charge transaction through postgres.js alone (the
-  // same statements, pipelined the same way, same pool size and in-flight count), no HTTP/2, no
-  // protobuf, no kit, in this process.
-  const driver = postgres(db.url, { max: dbConnections, onnotice: () => {} });
-  const payload = Buffer.from(hex(160), "hex");
+  // The floor of any Node.js service here: the Charge transaction through billing's own store and
+  // outbox over postgres.js (the same statements, pipelined the same way, same pool size and
+  // in-flight count), without HTTP/2, the kit's interceptors or the handler, in this process.
+  const driver = createDb(db.url, { service: "bench", max: dbConnections });
+  const store = createStore(driver);
+  const requestHash = Buffer.from(hex(32), "hex");
   const response = Buffer.from(hex(190), "hex");
   const driverCharge = (i: number) => {
     const tenant = `bench-${(i % tenants) + 1}`;
     const key = `drv-${runId}-${i}`;
-    return driver.begin(async (tx) => {
-      const [row] = await tx`with claimed as (
-          insert into idempotency_keys (tenant_id, key, method, request_hash, expires_at)
-          values (${tenant}, ${key}, 'Charge', ${payload.subarray(0, 32)}, now() + interval '1 day')
-          on conflict (tenant_id, key) do update
-            set method = excluded.method, request_hash = excluded.request_hash, response = null,
-                created_at = now(), expires_at = excluded.expires_at
-            where idempotency_keys.expires_at <= now()
-          returning 1)
-        select exists (select 1 from claimed) as claimed,
-          (select now_at from billing_clocks where tenant_id = ${tenant}) as clock_at`;
-      if (!row?.claimed) throw new Error("key not claimed");
+    return store.transaction(async (s, tx) => {
+      const { claim, clockAt } = await s.claimKey(tenant, key, "Charge", requestHash, 86_400_000);
+      if (claim.kind !== "claimed") throw new Error(`key not claimed: ${claim.kind}`);
+      const now = clockAt ?? new Date();
+      const amountMinor = 4599n;
       await Promise.all([
-        tx`insert into charges (id, tenant_id, amount_minor, currency, amount_refunded, status, failure_code,
-            failure_message, payment_method, description, metadata, invoice_id, provider_charge_id, created_at)
-          values (${`ch_${key}`}, ${tenant}, 4599, 'USD', 0, 'succeeded', null, '', 'pm_card_visa',
-            'bench order', ${tx.json({ order_id: "ord_1" })}, null, ${`ch_sandbox_${key}`}, now())`,
-        tx`insert into outbox (id, subject, type, payload, headers)
-          values (${key}, 'trellis.billing.payment.succeeded', 'trellis.billing.v1.PaymentSucceeded',
-            ${payload}, ${tx.json({ traceparent: `00-${hex(16)}-${hex(8)}-01` })})`,
-        tx`select pg_notify('trellis_outbox', '')`,
-        tx`update idempotency_keys set response = ${response} where tenant_id = ${tenant} and key = ${key}`,
+        s.insertCharge({
+          id: `ch_${key}`,
+          tenant_id: tenant,
+          amount_minor: amountMinor,
+          currency: "USD",
+          amount_refunded: 0n,
+          status: "succeeded",
+          failure_code: null,
+          failure_message: "",
+          payment_method: "pm_card_visa",
+          description: "bench order",
+          metadata: { order_id: "ord_1" },
+          invoice_id: null,
+          provider_charge_id: `ch_sandbox_${key}`,
+          created_at: now,
+        }),
+        emit(tx, PaymentSucceededSchema, {
+          tenantId: tenant,
+          chargeId: `ch_${key}`,
+          amount: { amountMinor, currency: "USD" },
+          paymentMethod: "pm_card_visa",
+          invoiceId: "",
+          metadata: { order_id: "ord_1" },
+          occurredAt: timestampFromDate(now),
+        }),
+        s.completeKey(tenant, key, response),
       ]);
     });
   };
@@ -334,7 +349,7 @@ try {
     `Charge: ${chargeResult.rpcPerSec} RPC/s vs pgbench ${chargeResult.pgbenchTps} tps → ${chargeResult.ratio}x`,
   );
   console.log(
-    `Charge through postgres.js alone (the floor of a Node.js service): ${chargeResult.driverFloorPerSec} tx/s → ${chargeResult.driverFloorRatio}x of pgbench`,
+    `Charge through billing's store and outbox alone (no HTTP/2, no kit): ${chargeResult.driverFloorPerSec} tx/s → ${chargeResult.driverFloorRatio}x of pgbench`,
   );
   console.log(
     `RecordUsage: ${usageResult.rpcPerSec} RPC/s vs pgbench ${usageResult.pgbenchTps} tps → ${usageResult.ratio}x`,
