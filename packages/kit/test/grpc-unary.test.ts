@@ -94,6 +94,32 @@ function routes(seen: Seen, hold: Promise<void>) {
   };
 }
 
+/** The TestService on its own server: logging, the given interceptors, validation; fast-path calls recorded. */
+function startTesting(
+  seen: Seen,
+  hold: Promise<void>,
+  fastCalls: string[],
+  interceptors: Interceptor[],
+  overrides: Partial<ServiceOptions>,
+): Promise<RunningService> {
+  return startService({
+    name: "testing",
+    host: "127.0.0.1",
+    port: 0,
+    routes: routes(seen, hold),
+    files: [file_trellis_testing_v1_testing],
+    logger: pino({ level: "silent" }),
+    metrics: new Registry(),
+    interceptors: [
+      createLoggingInterceptor(pino({ level: "silent" })),
+      ...interceptors,
+      createValidationInterceptor(),
+    ],
+    onFastPathCall: (procedure) => fastCalls.push(procedure),
+    ...overrides,
+  });
+}
+
 /** One unary call with a stock grpc-js client, with metadata and call options. */
 function grpcJsCall<I extends DescMessage, O extends DescMessage>(
   client: grpc.Client,
@@ -159,22 +185,7 @@ describe("gRPC unary fast path", () => {
       // Passes on a copy of the request, as some interceptors do.
       return next({ ...req });
     };
-    return startService({
-      name: "testing",
-      host: "127.0.0.1",
-      port: 0,
-      routes: routes(seen, hold.opened),
-      files: [file_trellis_testing_v1_testing],
-      logger: pino({ level: "silent" }),
-      metrics: new Registry(),
-      interceptors: [
-        createLoggingInterceptor(pino({ level: "silent" })),
-        recordUrl,
-        createValidationInterceptor(),
-      ],
-      onFastPathCall: (procedure) => fastCalls.push(procedure),
-      ...overrides,
-    });
+    return startTesting(seen, hold.opened, fastCalls, [recordUrl], overrides);
   };
 
   before(async () => {
@@ -539,19 +550,7 @@ describe("Connect unary fast path answers as connect-node does", () => {
   let stock: RunningService;
 
   const start = (grpcUnaryFastPath: boolean) =>
-    startService({
-      name: "testing",
-      host: "127.0.0.1",
-      port: 0,
-      routes: routes(seen, hold.opened),
-      files: [file_trellis_testing_v1_testing],
-      logger: pino({ level: "silent" }),
-      metrics: new Registry(),
-      interceptors: [createLoggingInterceptor(pino({ level: "silent" })), createValidationInterceptor()],
-      readMaxBytes: 4096,
-      onFastPathCall: (procedure) => fastCalls.push(procedure),
-      grpcUnaryFastPath,
-    });
+    startTesting(seen, hold.opened, fastCalls, [], { readMaxBytes: 4096, grpcUnaryFastPath });
 
   before(async () => {
     fast = await start(true);
