@@ -161,8 +161,9 @@ export function toRowBlocks(events: readonly EventInput[]): RowBlock[] {
 
 const NEWLINE = 0x0a;
 
-/** Throws unless block has one line per id (what toRowBlocks makes); a block from elsewhere is not trusted. */
-export function checkBlock(block: RowBlock): void {
+// Throws unless block has one line per id (what toRowBlocks makes): a block read from the ingest
+// stream is not trusted.
+function checkBlock(block: RowBlock): void {
   tenantIs(block.tenantId);
   const body = block.body;
   let lines = 0;
