@@ -86,7 +86,7 @@ export class ConnectUnaryCall extends FastUnaryCall {
     );
   }
 
-  protected readTimeout(): { timeoutMs?: number; error?: ConnectError } {
+  protected readHeaders(): { timeoutMs?: number; error?: ConnectError } {
     if (this.compression.error) return { error: this.compression.error };
     const length = Number(this.headers["content-length"]);
     if (length > this.options.readMaxBytes) {
@@ -95,10 +95,8 @@ export class ConnectUnaryCall extends FastUnaryCall {
     return parseTimeout(headerText(this.headers["connect-timeout-ms"]), Number.MAX_SAFE_INTEGER);
   }
 
-  protected check(): boolean {
-    if (this.size <= this.options.readMaxBytes) return true;
-    this.answerError(tooLarge(this.options.readMaxBytes));
-    return false;
+  protected check(): void {
+    if (this.size > this.options.readMaxBytes) this.answerError(tooLarge(this.options.readMaxBytes));
   }
 
   protected decode(body: Buffer | undefined): Message | Promise<Message> {

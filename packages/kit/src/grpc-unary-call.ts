@@ -84,10 +84,10 @@ export abstract class FastUnaryCall implements CallState {
     private readonly closed: (() => void) | undefined,
   ) {}
 
-  /** The caller's deadline from the request headers, or the error that header deserves. */
-  protected abstract readTimeout(): { timeoutMs?: number; error?: ConnectError };
-  /** Checks the body read so far (this.size bytes); answers an error and returns false to stop. */
-  protected abstract check(): boolean;
+  /** What the request headers ask: the caller's deadline, or the error they deserve. */
+  protected abstract readHeaders(): { timeoutMs?: number; error?: ConnectError };
+  /** Checks the body read so far (this.size bytes); answers an error to stop the call. */
+  protected abstract check(): void;
   /** The request message from the whole body (this.size bytes, possibly none). */
   protected abstract decode(body: Buffer | undefined): Message | Promise<Message>;
   /** The response headers a handler starts with. */
@@ -103,7 +103,7 @@ export abstract class FastUnaryCall implements CallState {
     stream.on("close", () => this.onClose());
     stream.on("data", (chunk: Buffer) => this.onData(chunk));
     stream.on("end", () => this.onEnd());
-    const parsed = this.readTimeout();
+    const parsed = this.readHeaders();
     if (parsed.error) {
       this.answerError(parsed.error);
     } else if (parsed.timeoutMs !== undefined) {
@@ -300,33 +300,32 @@ export class UnaryCall extends FastUnaryCall {
   readonly protocolName = "grpc";
   private length = -1;
 
-  protected readTimeout(): { timeoutMs?: number; error?: ConnectError } {
+  protected readHeaders(): { timeoutMs?: number; error?: ConnectError } {
     const timeout = this.headers["grpc-timeout"];
     return timeout === undefined ? {} : parseTimeout(String(timeout), Number.MAX_SAFE_INTEGER);
   }
 
-  protected check(): boolean {
+  protected check(): void {
     if (this.length < 0 && this.size >= 5) {
       const head = (this.first as Buffer).length >= 5 ? (this.first as Buffer) : this.joined();
       if (((head[0] as number) & 1) === 1) {
         const message = "received compressed envelope, but do not know how to decompress";
         this.answerError(new ConnectError(message, Code.Internal));
-        return false;
+        return;
       }
       this.length = head.readUInt32BE(1);
       const max = this.options.readMaxBytes;
       if (this.length > max) {
         const message = `message size ${this.length} is larger than configured readMaxBytes ${max}`;
         this.answerError(new ConnectError(message, Code.ResourceExhausted));
-        return false;
+        return;
       }
     }
     if (this.length >= 0 && this.size > 5 + this.length) {
       const message = "protocol error: received extra input message for unary method";
       this.answerError(new ConnectError(message, Code.Unimplemented));
-      return false;
+      return;
     }
-    return true;
   }
 
   protected decode(body: Buffer | undefined): Message {
