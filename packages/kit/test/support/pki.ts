@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -86,7 +87,10 @@ export async function createTestPki(): Promise<TestPki> {
         join(dir, `${issuer}.crt`),
         "-CAkey",
         join(dir, `${issuer}.key`),
-        "-CAcreateserial",
+        // A random serial per certificate: -CAcreateserial shares one serial file, which two
+        // certificates issued at once read and write together ("Unable to load number").
+        "-set_serial",
+        `0x${randomBytes(16).toString("hex")}`,
         "-days",
         "1",
         "-extfile",
