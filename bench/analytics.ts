@@ -40,7 +40,7 @@ import { metricsQuery } from "../services/analytics/src/convert.ts";
 import { tablesOf } from "../services/analytics/src/schema.ts";
 import { sql } from "../services/analytics/src/sql.ts";
 import { createAnalyticsStore } from "../services/analytics/src/store.ts";
-import { grpcFrame, rawGrpcClient, writeResults } from "./lib-load.js";
+import { grpcFrame, pidOf, processCpu, rawGrpcClient, writeResults } from "./lib-load.js";
 
 const clickhouseUrl = process.env.TEST_CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
 const batches = Number(process.env.BENCH_BATCHES ?? 300);
@@ -181,6 +181,25 @@ try {
     return Number(rows[0]?.c ?? 0);
   };
 
+  // Waits until ClickHouse is not merging this database's parts and their number has stopped
+  // changing (merges are picked a moment after an insert): each measured phase then starts on a
+  // quiet server and pays for its own parts' merges, not for the other side's.
+  let lastParts = -1;
+  const settled = () =>
+    eventually(
+      async () => {
+        const [row] = await ch.query<{ merging: string; parts: string }>(
+          sql`SELECT (SELECT count() FROM system.merges WHERE database = ${database}) AS merging,
+            (SELECT count() FROM system.parts WHERE database = ${database} AND active) AS parts`,
+        );
+        const parts = Number(row?.parts ?? 0);
+        const quiet = Number(row?.merging ?? 0) === 0 && parts === lastParts;
+        lastParts = parts;
+        return quiet;
+      },
+      { timeoutMs: 120_000, intervalMs: 250, what: "ClickHouse merges to finish" },
+    );
+
   // ---- 1. Ingest ----
   const all = Array.from({ length: batches + 10 }, (_, b) => batchEvents(b));
   const svcTenant = "ingest-svc";
@@ -263,6 +282,25 @@ try {
   await eventually(async () => (await count(svcTenant)) === 10 * batchSize, { timeoutMs: 60_000 });
   const rows = batches * batchSize;
 
+  // CPU per process for each side: where a row's cost goes (the service, NATS, ClickHouse, this client).
+  const clickhousePid = await pidOf("clickhouse-server");
+  const pids = () => ({
+    service: child?.pid,
+    nats: nats.pid,
+    clickhouse: clickhousePid,
+    client: process.pid,
+  });
+  const cpuSpent = { service: {} as Record<string, number>, direct: {} as Record<string, number> };
+  const measureCpu = async <T>(side: keyof typeof cpuSpent, work: () => Promise<T>): Promise<T> => {
+    const before = processCpu(pids());
+    const result = await work();
+    const after = processCpu(pids());
+    for (const [name, seconds] of Object.entries(after)) {
+      cpuSpent[side][name] = (cpuSpent[side][name] ?? 0) + seconds - (before[name] ?? Number.NaN);
+    }
+    return result;
+  };
+
   // Interleaved rounds, so both sides see the same (shared, noisy) machine.
   let svcMs = 0;
   let acceptMs = 0;
@@ -271,17 +309,21 @@ try {
   for (let r = 0, landed = 10 * batchSize; r * perRound < batches; r++) {
     const from = r * perRound;
     const n = Math.min(perRound, batches - from);
+    await settled();
     const svcStart = performance.now();
-    acceptMs += await pool(n, (i) => trackBatch(frames[from + i] as Uint8Array));
     landed += n * batchSize;
     const target = landed;
-    await eventually(async () => (await count(svcTenant)) === target, {
-      timeoutMs: 600_000,
-      intervalMs: 20,
-      what: "every tracked row in ClickHouse",
+    await measureCpu("service", async () => {
+      acceptMs += await pool(n, (i) => trackBatch(frames[from + i] as Uint8Array));
+      await eventually(async () => (await count(svcTenant)) === target, {
+        timeoutMs: 600_000,
+        intervalMs: 20,
+        what: "every tracked row in ClickHouse",
+      });
     });
     svcMs += performance.now() - svcStart;
-    directMs += await pool(n, (i) => post(bodies[from + i] as Buffer));
+    await settled();
+    directMs += await measureCpu("direct", () => pool(n, (i) => post(bodies[from + i] as Buffer)));
   }
   session.close();
   // The floor: what decoding and checking the same batches costs this process alone (protobuf-es
@@ -310,10 +352,21 @@ try {
     target: ">= 0.7",
     decodeAndValidateRowsPerSec: Math.round(rows / (floorMs / 1000)),
     decodeAndValidateRatio: round(directMs / floorMs),
+    // CPU microseconds per row, per process, for each side (NaN: not readable, e.g. a remote ClickHouse).
+    cpuMicrosPerRow: Object.fromEntries(
+      Object.entries(cpuSpent).map(([side, spent]) => [
+        side,
+        Object.fromEntries(Object.entries(spent).map(([name, s]) => [name, round((s * 1e6) / rows, 1)])),
+      ]),
+    ),
   };
   console.log(
     `ingest: TrackBatch ${ingest.serviceRowsPerSec} rows/s into ClickHouse (accepted at ${ingest.serviceAcceptedRowsPerSec} rows/s) vs direct JSONEachRow ${ingest.directRowsPerSec} rows/s → ${ingest.ratio}x`,
   );
+  for (const [side, spent] of Object.entries(ingest.cpuMicrosPerRow)) {
+    const parts = Object.entries(spent).map(([name, us]) => `${name} ${us}`);
+    console.log(`ingest CPU µs per row, ${side}: ${parts.join(", ")}`);
+  }
   console.log(
     `ingest floor: protobuf decode + protovalidate alone, in one thread: ${ingest.decodeAndValidateRowsPerSec} rows/s → ${ingest.decodeAndValidateRatio}x of direct`,
   );
@@ -403,15 +456,7 @@ try {
     const lean = rawGrpcClient(baseUrl);
     generated = size;
     // Both sides are measured on a settled server: the parts just generated are merged first.
-    await eventually(
-      async () => {
-        const merging = await ch.query<{ n: string }>(
-          sql`SELECT count() AS n FROM system.merges WHERE database = ${database}`,
-        );
-        return Number(merging[0]?.n ?? 0) === 0;
-      },
-      { timeoutMs: 120_000, what: "ClickHouse merges to finish" },
-    );
+    await settled();
     {
       const [name, q] = Object.entries(queries)[0] as [string, (typeof queries)[string]];
       const warm = {

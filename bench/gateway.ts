@@ -24,7 +24,7 @@ import { methodAccess } from "@trellis/kit/access.js";
 import { runService } from "@trellis/kit/service.js";
 import { createTestIssuer } from "@trellis/kit/test-tokens.js";
 import { freePort } from "@trellis/kit/testing.js";
-import { grpcFrame, writeResults } from "./lib-load.js";
+import { grpcFrame, processCpu, writeResults } from "./lib-load.js";
 
 const path = "/trellis.core.v1.CoreService/GetOrder";
 
@@ -130,15 +130,8 @@ async function h2loadRun(
   };
 }
 
-/** user+system CPU time of a process so far, ms (Linux /proc; the clock tick is 100 Hz). */
-function cpuMs(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return Number.NaN;
-  }
-}
+/** user+system CPU time of a process so far, ms. */
+const cpuMs = (pid: number | undefined) => (processCpu({ pid }).pid ?? Number.NaN) * 1000;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import http2 from "node:http2";
 import { promisify } from "node:util";
@@ -115,4 +116,34 @@ export function rawGrpcClient(baseUrl: string): { call(c: RawCall): Promise<Uint
     },
     close: () => session.close(),
   };
+}
+
+/**
+ * CPU seconds (user + system) each named process has used so far, read from /proc (Linux); a
+ * process that is gone or unreadable reads as NaN. Differences between two readings say where a
+ * phase's CPU went.
+ */
+export function processCpu(pids: Readonly<Record<string, number | undefined>>): Record<string, number> {
+  const ticks = 100; // USER_HZ on Linux
+  const out: Record<string, number> = {};
+  for (const [name, pid] of Object.entries(pids)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out[name] = (Number(fields[11]) + Number(fields[12])) / ticks;
+    } catch {
+      out[name] = Number.NaN;
+    }
+  }
+  return out;
+}
+
+/** The process id of a running program by its name (pgrep -o -x), or undefined. */
+export async function pidOf(program: string): Promise<number | undefined> {
+  try {
+    const { stdout } = await run("pgrep", ["-o", "-x", program.slice(0, 15)]);
+    return Number(stdout.trim()) || undefined;
+  } catch {
+    return undefined;
+  }
 }

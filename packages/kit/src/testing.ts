@@ -65,6 +65,8 @@ export async function createTestDatabase(
 export interface TestNatsServer {
   readonly port: number;
   readonly url: string;
+  /** The running server's process id (undefined while stopped). */
+  readonly pid: number | undefined;
   /** Kills the server (SIGKILL) and waits for it to exit; its JetStream store stays on disk. */
   stop(): Promise<void>;
   /** Starts it again on the same port and store. */
@@ -111,6 +113,9 @@ export async function startNatsServer(binary = "nats-server"): Promise<TestNatsS
   return {
     port,
     url: `nats://127.0.0.1:${port}`,
+    get pid() {
+      return child?.exitCode === null ? child.pid : undefined;
+    },
     stop,
     start,
     async dispose() {

@@ -21,6 +21,15 @@ export class ClickHouseHttpError extends Error {
   }
 }
 
+/** A kept-alive socket reset when reused, before any answer: the server had most likely closed it idle. */
+export class ReusedSocketReset extends Error {
+  override name = "ReusedSocketReset";
+  readonly code = "ECONNRESET";
+  constructor(override readonly cause: Error) {
+    super(`ClickHouse reset a reused connection: ${cause.message}`);
+  }
+}
+
 /**
  * The read and insert path of the server backend. @clickhouse/client costs a few milliseconds per query in
  * its own machinery, which QueryMetrics' latency budget (the same SQL sent directly, +5 ms) cannot
@@ -34,7 +43,11 @@ export function createHttpSelect(
 ): HttpSelect {
   const target = new URL(url);
   const secure = target.protocol === "https:";
-  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  // An idle socket is dropped before the server drops it: with a timeout set, node's agent keeps a
+  // free socket for the server's `Keep-Alive: timeout=N` hint less one second (ClickHouse says 3 s),
+  // else for timeoutMs.
+  const agentOptions = { keepAlive: true, timeout: timeoutMs };
+  const agent = secure ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
   const request = secure ? httpsRequest : httpRequest;
   const params = new URLSearchParams(settings);
   // Errors found while the answer is produced then come back as an HTTP error, not a cut-off body.
@@ -56,11 +69,16 @@ export function createHttpSelect(
     timeout: timeoutMs,
   };
   // One POST: path carries the settings (and, for an insert, the INSERT statement), body the rest.
+  // A reused socket reset before any answer (the server closed it while idle) rejects with
+  // ReusedSocketReset: a SELECT is then sent once more, on a new socket. An insert is not: its
+  // caller (the ingest consumer) retries by redelivery, which first drops the ids already stored.
   const post = (path: string, body: Uint8Array) =>
     new Promise<string>((resolve, reject) => {
+      let answered = false;
       const req = request(
         { ...options, path, headers: { ...headers, "content-length": String(body.byteLength) } },
         (res: IncomingMessage) => {
+          answered = true;
           const chunks: Buffer[] = [];
           res.on("data", (chunk: Buffer) => chunks.push(chunk));
           res.on("error", reject);
@@ -74,12 +92,19 @@ export function createHttpSelect(
       req.on("timeout", () => {
         req.destroy(Object.assign(new Error("ClickHouse query timed out"), { code: "ETIMEDOUT" }));
       });
-      req.on("error", reject);
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        const stale = req.reusedSocket && error.code === "ECONNRESET" && !answered;
+        reject(stale ? new ReusedSocketReset(error) : error);
+      });
       req.end(body);
     });
   return {
     select(statement) {
-      return post(options.path, Buffer.from(`${statement}\nFORMAT JSONEachRow`));
+      const body = Buffer.from(`${statement}\nFORMAT JSONEachRow`);
+      return post(options.path, body).catch((error: unknown) => {
+        if (!(error instanceof ReusedSocketReset)) throw error;
+        return post(options.path, body);
+      });
     },
     async insert(table, rows) {
       const insert = new URLSearchParams(params);

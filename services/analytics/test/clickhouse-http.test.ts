@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { ClickHouseHttpError, createHttpSelect } from "../src/clickhouse-http.ts";
+import { ClickHouseHttpError, createHttpSelect, ReusedSocketReset } from "../src/clickhouse-http.ts";
 
 const SERVER_URL = process.env.TEST_CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
 
@@ -33,6 +33,28 @@ describe("ClickHouse HTTP read path", () => {
     await assert.rejects(
       open(url.toString()).select("SELECT 1"),
       (e: unknown) => e instanceof ClickHouseHttpError && e.status >= 400,
+    );
+  });
+
+  test("a kept-alive socket the server closed while the event loop was busy: a SELECT is sent again, an insert rejects as a reset", async () => {
+    // ClickHouse closes a connection idle for keep_alive_timeout (3 s here; the test reads it).
+    const s = open(SERVER_URL);
+    const rows = await s
+      .select("SELECT toUInt32(value) AS v FROM system.server_settings WHERE name = 'keep_alive_timeout'")
+      .catch(() => "");
+    const idleSeconds = Number(rows ? JSON.parse(rows).v : 3) || 3;
+    // Blocking the thread past the server's idle timeout leaves its FIN unread: the next request
+    // reuses the dead socket, as a busy service would.
+    const blockPastIdle = () => {
+      const until = Date.now() + idleSeconds * 1000 + 400;
+      while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    };
+    blockPastIdle();
+    assert.equal(JSON.parse(await s.select("SELECT 41 + 1 AS v")).v, 42);
+    blockPastIdle();
+    await assert.rejects(
+      s.insert("system.one", new TextEncoder().encode('{"dummy":1}\n')),
+      (e: unknown) => e instanceof ReusedSocketReset && e.code === "ECONNRESET",
     );
   });
 
