@@ -28,7 +28,7 @@ import { createTestIssuer } from "@trellis/kit/test-tokens.js";
 import { createTestDatabase, eventually, freePort, startNatsServer } from "@trellis/kit/testing.js";
 import { emit } from "../services/billing/src/events.ts";
 import { createStore } from "../services/billing/src/store.ts";
-import { rawGrpcClient, writeResults } from "./lib-load.js";
+import { machineCpu, processCpu, rawGrpcClient, writeResults } from "./lib-load.js";
 
 const run = promisify(execFile);
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
@@ -323,12 +323,36 @@ try {
   };
   await flood((i) => driverCharge(i + 10_000_000), warm);
 
-  const chargeRpc = await flood(charge, seconds * 1000);
-  const chargeDriver = await flood(driverCharge, seconds * 1000);
+  // Where each phase's CPU goes: the machine's busy share, and the service's CPU per transaction.
+  const cpu: Record<
+    string,
+    { machineBusy: number; machineMsPerTx: number; serviceMsPerTx: number; clientMsPerTx: number }
+  > = {};
+  const measured = async <T extends { perSec?: number; tps?: number }>(
+    name: string,
+    work: () => Promise<T>,
+  ) => {
+    const pids = { service: child?.pid, client: process.pid };
+    const [m0, p0] = [machineCpu(), processCpu(pids)];
+    const start = performance.now();
+    const result = await work();
+    const [m1, p1] = [machineCpu(), processCpu(pids)];
+    const tx = (result.perSec ?? result.tps ?? 0) * ((performance.now() - start) / 1000);
+    const msPerTx = (seconds: number) => round((seconds * 1000) / tx, 3);
+    cpu[name] = {
+      machineBusy: round((m1.busy - m0.busy) / (m1.total - m0.total), 2),
+      machineMsPerTx: msPerTx(m1.busy - m0.busy),
+      serviceMsPerTx: msPerTx((p1.service ?? Number.NaN) - (p0.service ?? Number.NaN)),
+      clientMsPerTx: msPerTx((p1.client ?? Number.NaN) - (p0.client ?? Number.NaN)),
+    };
+    return result;
+  };
+  const chargeRpc = await measured("chargeRpc", () => flood(charge, seconds * 1000));
+  const chargeDriver = await measured("chargeStoreAlone", () => flood(driverCharge, seconds * 1000));
   await driver.end();
-  const chargePg = await pgbench("charge", chargeScript);
-  const usageRpc = await flood(usage, seconds * 1000);
-  const usagePg = await pgbench("usage", usageScript);
+  const chargePg = await measured("chargePgbench", () => pgbench("charge", chargeScript));
+  const usageRpc = await measured("usageRpc", () => flood(usage, seconds * 1000));
+  const usagePg = await measured("usagePgbench", () => pgbench("usage", usageScript));
   raw.close();
 
   const result = (rpc: typeof chargeRpc, pg: Awaited<ReturnType<typeof pgbench>>) => ({
@@ -354,6 +378,11 @@ try {
   console.log(
     `RecordUsage: ${usageResult.rpcPerSec} RPC/s vs pgbench ${usageResult.pgbenchTps} tps → ${usageResult.ratio}x`,
   );
+  for (const [name, c] of Object.entries(cpu)) {
+    console.log(
+      `${name}: machine CPU ${Math.round(c.machineBusy * 100)}% busy; ms of CPU per transaction: all ${c.machineMsPerTx}, service ${c.serviceMsPerTx}, this client ${c.clientMsPerTx}`,
+    );
+  }
   console.log(
     `load average: ${loadavg()
       .map((l) => l.toFixed(2))
@@ -377,6 +406,7 @@ try {
     },
     charge: chargeResult,
     recordUsage: usageResult,
+    cpu,
     scripts: { charge: chargeScript, recordUsage: usageScript },
   });
   console.log(`results written to ${file}`);

@@ -147,3 +147,12 @@ export async function pidOf(program: string): Promise<number | undefined> {
     return undefined;
   }
 }
+
+/** The machine's CPU time so far, in seconds summed over all CPUs: busy (not idle or iowait) and total. */
+export function machineCpu(): { busy: number; total: number } {
+  const fields =
+    readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  return { busy: (total - idle) / 100, total: total / 100 };
+}
