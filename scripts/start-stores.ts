@@ -29,9 +29,16 @@ export async function startEmbeddedPostgres(dir: string, port: number): Promise<
 /** Starts nats-server with JetStream on 127.0.0.1:port, its store in dir; resolves once it is ready. */
 export async function startEmbeddedNats(dir: string, port: number): Promise<Stoppable> {
   mkdirSync(dir, { recursive: true });
+  // Its own process group: Ctrl-C in the terminal would stop it at once, before the services have
+  // drained and flushed their outbox relays to it; the launcher stops it last, and kills it if the
+  // launcher itself exits any other way.
   const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], {
     stdio: ["ignore", "ignore", "pipe"],
+    detached: true,
   });
+  const killOnExit = () => child.kill("SIGTERM");
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   await new Promise<void>((resolve, reject) => {
     let output = "";
     const onData = (chunk: Buffer) => {

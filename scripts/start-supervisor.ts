@@ -15,8 +15,8 @@ export interface ChildSpec {
 export interface Supervisor {
   /** Resolves once url answers 200, or rejects after timeoutMs. */
   ready(url: string, timeoutMs: number): Promise<void>;
-  /** SIGTERM to every child, SIGKILL to those still up after 15 s. */
-  stop(): Promise<void>;
+  /** SIGTERM to every child, SIGKILL to those still up after 15 s; answers the names of those that did not exit 0. */
+  stop(): Promise<string[]>;
 }
 
 const levels: Record<number, string> = {
@@ -43,7 +43,11 @@ export function formatLine(name: string, line: string): string {
     .filter(([k]) => !hidden.has(k))
     .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
     .join(" ");
-  const level = levels[Number(entry.level)] ?? "INFO ";
+  // pino writes the level as a number, or as its label where a formatter says so (the kit's does).
+  const level =
+    typeof entry.level === "string"
+      ? entry.level.toUpperCase().padEnd(5)
+      : (levels[Number(entry.level)] ?? "INFO ");
   return `${time.toISOString().slice(11, 19)} ${label} ${level} ${entry.msg ?? ""}${fields ? ` ${fields}` : ""}`;
 }
 
@@ -59,7 +63,9 @@ export function superviseAll(
     const startedAt = Date.now();
     const child = spawn(process.execPath, ["--import", "tsx", spec.entry], {
       cwd,
-      env: { ...process.env, ...spec.env },
+      // Supervised: a child ignores SIGINT (Ctrl-C reaches the whole process group); stop() sends
+      // the one SIGTERM it drains on.
+      env: { ...process.env, ...spec.env, TRELLIS_SUPERVISED: "1" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     running.set(spec.name, child);
@@ -98,19 +104,21 @@ export function superviseAll(
     },
     async stop() {
       stopping = true;
-      const exits = [...running.values()].map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null) return resolve();
+      const exits = [...running].map(
+        ([name, child]) =>
+          new Promise<string | undefined>((resolve) => {
+            if (child.exitCode !== null) return resolve(child.exitCode === 0 ? undefined : name);
             const kill = setTimeout(() => child.kill("SIGKILL"), 15_000);
-            child.once("exit", () => {
+            child.once("exit", (code, signal) => {
               clearTimeout(kill);
-              resolve();
+              if (code === 0) return resolve(undefined);
+              log(`${name} did not shut down cleanly (${signal ?? `code ${code}`})`);
+              resolve(name);
             });
             child.kill("SIGTERM");
           }),
       );
-      await Promise.all(exits);
+      return (await Promise.all(exits)).filter((name) => name !== undefined);
     },
   };
 }

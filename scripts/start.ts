@@ -119,10 +119,10 @@ async function main() {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping every service`);
-    await supervisor.stop();
+    const unclean = await supervisor.stop();
     for (const store of stores.reverse()) await store.stop().catch(() => {});
-    log("stopped");
-    process.exit(0);
+    log(unclean.length === 0 ? "stopped" : `stopped; not cleanly: ${unclean.join(", ")}`);
+    process.exit(unclean.length === 0 ? 0 : 1);
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));

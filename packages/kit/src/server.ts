@@ -248,11 +248,20 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   };
 }
 
-/** Calls close() on the first SIGTERM or SIGINT, then exits; returns a function removing the handlers. */
+/**
+ * Calls close() on the first SIGTERM or SIGINT, then exits; returns a function removing the handlers.
+ * A supervised service (`supervised`, default: TRELLIS_SUPERVISED=1 in the environment, which `npm
+ * start` sets) ignores SIGINT: Ctrl-C in a terminal reaches the whole process group, and the
+ * supervisor turns it into one SIGTERM per service, so each drains once instead of taking the second
+ * signal as "exit now".
+ */
 export function installSignalHandlers(
   running: Pick<RunningService, "close">,
   logger: Logger,
-  { exit = true }: { exit?: boolean } = {},
+  {
+    exit = true,
+    supervised = process.env.TRELLIS_SUPERVISED === "1",
+  }: { exit?: boolean; supervised?: boolean } = {},
 ): () => void {
   let received = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -272,11 +281,14 @@ export function installSignalHandlers(
       },
     );
   };
+  const onInterrupt = supervised
+    ? () => logger.debug("SIGINT left to the supervisor, which sends SIGTERM")
+    : onSignal;
   process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  process.on("SIGINT", onInterrupt);
   return () => {
     process.off("SIGTERM", onSignal);
-    process.off("SIGINT", onSignal);
+    process.off("SIGINT", onInterrupt);
   };
 }
 

@@ -209,6 +209,50 @@ describe("graceful shutdown", () => {
   });
 });
 
+describe("signals under a supervisor", () => {
+  // Handlers over a service whose close() counts its calls; the process is not exited.
+  const handlers = (supervised: boolean) => {
+    const closed = latch();
+    const state = { calls: 0, closed, remove: () => {} };
+    state.remove = installSignalHandlers(
+      {
+        close: async () => {
+          state.calls++;
+          closed.open();
+        },
+      },
+      pino({ level: "silent" }),
+      { exit: false, supervised },
+    );
+    return state;
+  };
+
+  test("a supervised service ignores SIGINT and closes once on the supervisor's SIGTERM", async () => {
+    const h = handlers(true);
+    try {
+      process.emit("SIGINT", "SIGINT");
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(h.calls, 0, "SIGINT is left to the supervisor");
+      process.emit("SIGTERM", "SIGTERM");
+      await h.closed.opened;
+      assert.equal(h.calls, 1);
+    } finally {
+      h.remove();
+    }
+  });
+
+  test("unsupervised, SIGINT shuts down as SIGTERM does", async () => {
+    const h = handlers(false);
+    try {
+      process.emit("SIGINT", "SIGINT");
+      await h.closed.opened;
+      assert.equal(h.calls, 1);
+    } finally {
+      h.remove();
+    }
+  });
+});
+
 describe("call signals", () => {
   test("many calls in flight that read their signal raise no listener-leak warning", async () => {
     const warnings: string[] = [];
