@@ -154,13 +154,42 @@ async function measure(name: string, start: () => Promise<{ port: number; close:
   }
 }
 
-const results: Record<string, LoadResult> = {};
-results.bareHttp2 = await measure("bare http2", bareHttp2);
-results.bareGrpcJs = await measure("bare grpc-js", bareGrpcJs);
-results.kitNoTelemetry = await measure("kit, no telemetry", kitNoTelemetry);
-results.kit = await measure("kit", kitFull);
-// The same with LOG_LEVEL=warn: tracing and metrics on, no per-RPC log line (its share of the cost).
-results.kitNoLogLine = await measure("kit, no log line", () => kitFull("warn"));
+// Rounds, each running every configuration once, so all five see the same (noisy) machine; the
+// ratios use each configuration's median round.
+const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
+const configs = {
+  bareHttp2: ["bare http2", bareHttp2],
+  bareGrpcJs: ["bare grpc-js", bareGrpcJs],
+  kitNoTelemetry: ["kit, no telemetry", kitNoTelemetry],
+  kit: ["kit", () => kitFull()],
+  // The same with LOG_LEVEL=warn: tracing and metrics on, no per-RPC log line (its share of the cost).
+  kitNoLogLine: ["kit, no log line", () => kitFull("warn")],
+} as const;
+type ConfigName = keyof typeof configs;
+const runs = Object.fromEntries(Object.keys(configs).map((k) => [k, [] as LoadResult[]])) as Record<
+  ConfigName,
+  LoadResult[]
+>;
+for (let round = 1; round <= rounds; round++) {
+  console.log(`round ${round} of ${rounds}`);
+  for (const [key, [name, start]] of Object.entries(configs) as [
+    ConfigName,
+    (typeof configs)[ConfigName],
+  ][]) {
+    runs[key].push(await measure(name, start));
+  }
+}
+const medianRun = (list: LoadResult[]) =>
+  [...list].sort((a, b) => a.rps - b.rps)[Math.floor(list.length / 2)] as LoadResult;
+const results = Object.fromEntries(Object.entries(runs).map(([k, list]) => [k, medianRun(list)])) as Record<
+  ConfigName,
+  LoadResult
+>;
+console.log(
+  `medians: ${Object.entries(results)
+    .map(([k, r]) => `${configs[k as ConfigName][0]} ${r.rps.toFixed(0)}`)
+    .join(", ")} req/s`,
+);
 
 const ratios = {
   kitVsBareHttp2: results.kit.rps / results.bareHttp2.rps,
@@ -177,8 +206,9 @@ console.log(
 );
 const file = await writeResults("kit", {
   when: new Date().toISOString(),
-  inputs: { ...load, warmup, path, tool: "h2load -t 1", node: process.version },
+  inputs: { ...load, warmup, path, tool: "h2load -t 1", node: process.version, rounds },
   results,
+  runs,
   ratios,
   targets,
 });
