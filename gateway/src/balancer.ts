@@ -1,7 +1,8 @@
 import type { SecureClientSessionOptions } from "node:http2";
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
 import { Health, HealthCheckResponse_ServingStatus } from "@trellis/gen/grpc/health/v1/health_pb.js";
+import { GuardedHttp2SessionManager } from "@trellis/kit/http2-sessions.js";
 import type { Logger } from "pino";
 
 /** The gateway's own certificate for mTLS to the services, and the identity each must present. */
@@ -146,7 +147,7 @@ export function createInstancePool(options: InstancePoolOptions): InstancePool {
   const cooldownMs = options.cooldownMs ?? 5000;
   const managers: Http2SessionManager[] = [];
   const instances: Instance[] = options.urls.map((url) => {
-    const manager = new Http2SessionManager(
+    const manager = new GuardedHttp2SessionManager(
       url,
       { idleConnectionTimeoutMs: 5 * 60_000, pingIntervalMs: 15_000, pingTimeoutMs: 5_000 },
       options.tls ? tlsSessionOptions(options.tls) : {},

@@ -9,8 +9,9 @@ import {
   createClient,
   type Interceptor,
 } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { principalKey, requestIdKey } from "./context.js";
+import { GuardedHttp2SessionManager } from "./http2-sessions.js";
 import { rpcErrorCode } from "./metrics.js";
 import {
   activeDeadline,
@@ -191,7 +192,7 @@ export function createServiceClient<S extends DescService>(
   options: ServiceClientOptions,
 ): ServiceClient<S> {
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5000;
-  const sessionManager = new Http2SessionManager(
+  const sessionManager = new GuardedHttp2SessionManager(
     options.baseUrl,
     { idleConnectionTimeoutMs: 60_000 },
     options.tls ? tlsSessionOptions(options.tls) : {},
