@@ -324,7 +324,6 @@ export class UnaryCall extends FastUnaryCall {
     if (this.length >= 0 && this.size > 5 + this.length) {
       const message = "protocol error: received extra input message for unary method";
       this.answerError(new ConnectError(message, Code.Unimplemented));
-      return;
     }
   }
 

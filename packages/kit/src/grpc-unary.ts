@@ -50,32 +50,27 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryOptions): GrpcUnaryFas
   const handle = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean => {
     if (headers[":method"] !== "POST") return false;
     const type = headers["content-type"];
-    if (type === "application/grpc" || type === "application/grpc+proto") {
-      const encoding = headers["grpc-encoding"];
-      if (encoding !== undefined && encoding !== "identity") return false;
-      const route = routes.get(headers[":path"] ?? "");
-      if (route === undefined) return false;
-      const closed = options.onCall?.(route.procedure);
-      new UnaryCall(options, route, stream, headers, closed).start();
-      return true;
-    }
-    const encoding = connectUnaryEncoding(type);
-    if (encoding === undefined) return false;
+    const grpc = type === "application/grpc" || type === "application/grpc+proto";
+    const grpcEncoding = headers["grpc-encoding"];
+    if (grpc && grpcEncoding !== undefined && grpcEncoding !== "identity") return false;
+    const connectEncoding = grpc ? undefined : connectUnaryEncoding(type);
+    if (!grpc && connectEncoding === undefined) return false;
     const route = routes.get(headers[":path"] ?? "");
     if (route === undefined) return false;
     const closed = options.onCall?.(route.procedure);
-    const serialization = serializers.of(route);
-    const minBytes = serializers.limits.compressMinBytes;
-    new ConnectUnaryCall(
-      options,
-      route,
-      stream,
-      headers,
-      closed,
-      encoding === "proto",
-      serialization,
-      minBytes,
-    ).start();
+    const call = grpc
+      ? new UnaryCall(options, route, stream, headers, closed)
+      : new ConnectUnaryCall(
+          options,
+          route,
+          stream,
+          headers,
+          closed,
+          connectEncoding === "proto",
+          serializers.of(route),
+          serializers.limits.compressMinBytes,
+        );
+    call.start();
     return true;
   };
   return {

@@ -77,7 +77,8 @@ export interface SandboxProvider extends PaymentProvider {
  * An in-memory provider that behaves like a real one: test tokens succeed, decline, lack funds or
  * time out; it remembers each idempotency key with its first outcome for keyTtlMs (24 h), so a
  * retry never charges twice, and a key reused with other parameters is refused; older keys are
- * forgotten, as a real provider forgets them, so a long-running sandbox does not grow without end.
+ * forgotten, as a real provider forgets them, so the keys do not pile up in a long-running sandbox
+ * (what it keeps per succeeded charge, its amount for refunds, stays, as a provider's records do).
  */
 export function createSandboxProvider(options: SandboxOptions = {}): SandboxProvider {
   const timeoutMs = options.timeoutMs ?? 50;
