@@ -15,16 +15,16 @@ import {
   TestService,
 } from "@trellis/gen/trellis/testing/v1/testing_pb.js";
 import { createAccessInterceptor } from "@trellis/kit/access.js";
-import { createLogger } from "@trellis/kit/logger.js";
+import { createLogDestination, createLogger } from "@trellis/kit/logger.js";
 import { startService } from "@trellis/kit/server.js";
 import { type ServiceDefinition, startServiceInstance } from "@trellis/kit/service.js";
 import { createValidationInterceptor } from "@trellis/kit/validation.js";
-import { pino } from "pino";
 import { Registry } from "prom-client";
 import { grpcFrame, h2load, type LoadOptions, type LoadResult, writeResults } from "./lib-load.js";
 
-const requests = Number(process.env.BENCH_REQUESTS ?? 60_000);
-const warmup = Math.max(2000, Math.floor(requests / 10));
+// Requests per burst; every server is first warmed up with twice as many.
+const requests = Number(process.env.BENCH_REQUESTS ?? 10_000);
+const warmup = 2 * requests;
 const path = "/trellis.testing.v1.TestService/Echo";
 const request = create(EchoRequestSchema, { text: "hello trellis", repeat: 1, tags: ["a", "b"] });
 const response = toBinary(EchoResponseSchema, create(EchoResponseSchema, { text: "hello trellis" }));
@@ -108,7 +108,7 @@ async function kitFull(logLevel = "info") {
   const instance = await startServiceInstance(
     definition,
     { HOST: "127.0.0.1", PORT: "0", ADMIN_PORT: "0", LOG_LEVEL: logLevel },
-    { logDestination: pino.destination({ dest: "/dev/null", sync: false }) },
+    { logDestination: createLogDestination("/dev/null") },
   );
   return { port: instance.port, close: () => instance.close() };
 }
@@ -136,27 +136,11 @@ async function kitNoTelemetry() {
   return { port: running.port, close: () => running.close() };
 }
 
-async function measure(name: string, start: () => Promise<{ port: number; close: () => Promise<void> }>) {
-  const server = await start();
-  try {
-    const url = `http://127.0.0.1:${server.port}${path}`;
-    await h2load(url, { ...load, requests: warmup });
-    const result = await h2load(url, load);
-    if (result.failed > 0 || result.succeeded !== result.requests) {
-      throw new Error(`${name}: ${result.failed} failed of ${result.requests}`);
-    }
-    console.log(
-      `${name.padEnd(18)} ${result.rps.toFixed(0).padStart(8)} req/s  mean ${result.meanMs.toFixed(2)} ms`,
-    );
-    return result;
-  } finally {
-    await server.close();
-  }
-}
-
-// Rounds, each running every configuration once, so all five see the same (noisy) machine; the
-// ratios use each configuration's median round.
-const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
+// All five servers run at once (idle ones cost nothing) and are warmed up first; then short bursts
+// of load go to each in turn, in an order rotated from round to round. Each ratio is taken within
+// a round, whose bursts ran within seconds of each other on this shared, noisy machine, and the
+// median of the rounds' ratios is reported.
+const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 15));
 const configs = {
   bareHttp2: ["bare http2", bareHttp2],
   bareGrpcJs: ["bare grpc-js", bareGrpcJs],
@@ -166,49 +150,87 @@ const configs = {
   kitNoLogLine: ["kit, no log line", () => kitFull("warn")],
 } as const;
 type ConfigName = keyof typeof configs;
-const runs = Object.fromEntries(Object.keys(configs).map((k) => [k, [] as LoadResult[]])) as Record<
+const names = Object.keys(configs) as ConfigName[];
+const servers = {} as Record<ConfigName, { port: number; close: () => Promise<void> }>;
+for (const key of names) servers[key] = await configs[key][1]();
+
+async function burst(key: ConfigName, requests: number): Promise<LoadResult> {
+  const result = await h2load(`http://127.0.0.1:${servers[key].port}${path}`, { ...load, requests });
+  if (result.failed > 0 || result.succeeded !== result.requests) {
+    throw new Error(`${configs[key][0]}: ${result.failed} failed of ${result.requests}`);
+  }
+  return result;
+}
+
+const runs = Object.fromEntries(names.map((k) => [k, [] as LoadResult[]])) as Record<
   ConfigName,
   LoadResult[]
 >;
-for (let round = 1; round <= rounds; round++) {
-  console.log(`round ${round} of ${rounds}`);
-  for (const [key, [name, start]] of Object.entries(configs) as [
-    ConfigName,
-    (typeof configs)[ConfigName],
-  ][]) {
-    runs[key].push(await measure(name, start));
+try {
+  for (const key of names) await burst(key, warmup);
+  for (let round = 0; round < rounds; round++) {
+    const line: string[] = [];
+    for (let i = 0; i < names.length; i++) {
+      const key = names[(i + round) % names.length] as ConfigName;
+      const result = await burst(key, requests);
+      runs[key].push(result);
+      line.push(`${configs[key][0]} ${result.rps.toFixed(0)}`);
+    }
+    console.log(`round ${round + 1} of ${rounds}: ${line.join(", ")} req/s`);
   }
+} finally {
+  for (const key of names) await servers[key].close();
 }
-const medianRun = (list: LoadResult[]) =>
-  [...list].sort((a, b) => a.rps - b.rps)[Math.floor(list.length / 2)] as LoadResult;
-const results = Object.fromEntries(Object.entries(runs).map(([k, list]) => [k, medianRun(list)])) as Record<
-  ConfigName,
-  LoadResult
->;
-console.log(
-  `medians: ${Object.entries(results)
-    .map(([k, r]) => `${configs[k as ConfigName][0]} ${r.rps.toFixed(0)}`)
-    .join(", ")} req/s`,
-);
-
-const ratios = {
-  kitVsBareHttp2: results.kit.rps / results.bareHttp2.rps,
-  kitVsGrpcJs: results.kit.rps / results.bareGrpcJs.rps,
-  telemetryCost: 1 - results.kit.rps / results.kitNoTelemetry.rps,
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
+const perRound = (f: (r: Record<ConfigName, number>) => number) =>
+  Array.from({ length: rounds }, (_, i) =>
+    f(
+      Object.fromEntries(names.map((k) => [k, (runs[k][i] as LoadResult).rps])) as Record<ConfigName, number>,
+    ),
+  );
+const roundRatios = {
+  kitVsBareHttp2: perRound((r) => r.kit / r.bareHttp2),
+  kitVsGrpcJs: perRound((r) => r.kit / r.bareGrpcJs),
+  telemetryCost: perRound((r) => 1 - r.kit / r.kitNoTelemetry),
   // For reference: the cost of tracing and metrics alone, without the log line.
-  tracingAndMetricsCost: 1 - results.kitNoLogLine.rps / results.kitNoTelemetry.rps,
+  tracingAndMetricsCost: perRound((r) => 1 - r.kitNoLogLine / r.kitNoTelemetry),
 };
+const ratios = Object.fromEntries(Object.entries(roundRatios).map(([k, v]) => [k, median(v)])) as Record<
+  keyof typeof roundRatios,
+  number
+>;
+const medianRps = Object.fromEntries(names.map((k) => [k, Math.round(median(runs[k].map((r) => r.rps)))]));
+console.log(`median req/s: ${names.map((k) => `${configs[k][0]} ${medianRps[k]}`).join(", ")}`);
+const spread = (values: number[], percent = false) =>
+  values.map((v) => (percent ? `${(v * 100).toFixed(0)}%` : v.toFixed(2))).join(" ");
 const targets = { kitVsBareHttp2: ">= 0.6", kitVsGrpcJs: ">= 1.2", telemetryCost: "<= 0.10" };
-console.log(`kit / bare http2    ${ratios.kitVsBareHttp2.toFixed(2)}x  (target ${targets.kitVsBareHttp2})`);
-console.log(`kit / bare grpc-js  ${ratios.kitVsGrpcJs.toFixed(2)}x  (target ${targets.kitVsGrpcJs})`);
 console.log(
-  `telemetry cost      ${(ratios.telemetryCost * 100).toFixed(1)}%  (target ${targets.telemetryCost}; tracing and metrics without the log line ${(ratios.tracingAndMetricsCost * 100).toFixed(1)}%)`,
+  `kit / bare http2    ${ratios.kitVsBareHttp2.toFixed(2)}x  (target ${targets.kitVsBareHttp2}; rounds ${spread(roundRatios.kitVsBareHttp2)})`,
+);
+console.log(
+  `kit / bare grpc-js  ${ratios.kitVsGrpcJs.toFixed(2)}x  (target ${targets.kitVsGrpcJs}; rounds ${spread(roundRatios.kitVsGrpcJs)})`,
+);
+console.log(
+  `telemetry cost      ${(ratios.telemetryCost * 100).toFixed(1)}%  (target ${targets.telemetryCost}; rounds ${spread(roundRatios.telemetryCost, true)})`,
+);
+console.log(
+  `  of which tracing and metrics (no log line) ${(ratios.tracingAndMetricsCost * 100).toFixed(1)}% (rounds ${spread(roundRatios.tracingAndMetricsCost, true)})`,
 );
 const file = await writeResults("kit", {
   when: new Date().toISOString(),
-  inputs: { ...load, warmup, path, tool: "h2load -t 1", node: process.version, rounds },
-  results,
+  inputs: {
+    ...load,
+    warmup,
+    path,
+    tool: "h2load -t 1",
+    loadCpu: process.env.BENCH_LOAD_CPU ?? "any",
+    node: process.version,
+    rounds,
+  },
+  medianRps,
   runs,
+  roundRatios,
   ratios,
   targets,
 });

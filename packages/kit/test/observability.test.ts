@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type ServerHttp2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
 import {
   Code,
@@ -18,7 +22,7 @@ import { headers as natsHeaders } from "nats";
 import { Registry } from "prom-client";
 import { createServiceClient } from "../src/client.js";
 import { requestIdKey } from "../src/context.js";
-import { createLogger } from "../src/logger.js";
+import { createLogDestination, createLogger, logFlushIntervalMs } from "../src/logger.js";
 import { createRpcMetrics } from "../src/metrics.js";
 import {
   createTracing,
@@ -112,6 +116,73 @@ describe("createLogger", () => {
     assert.match(String(inside?.trace_id), /^[0-9a-f]{32}$/);
     assert.match(String(inside?.span_id), /^[0-9a-f]{16}$/);
     assert.equal(outside?.trace_id, undefined);
+  });
+});
+
+describe("createLogDestination", () => {
+  it("writes every line whole and in order, multi-byte text included, while writes are in flight", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "trellis-log-"));
+    try {
+      const file = join(dir, "service.log");
+      const destination = createLogDestination(file);
+      const logger = createLogger({ service: "testing", destination });
+      // Lines written in one go pile up behind the asynchronous write in flight, past its 16 KiB chunks.
+      const count = 5000;
+      for (let i = 0; i < count; i++) logger.info({ i, text: "grüße € 😀 ".repeat(i % 7) }, "line");
+      await new Promise<void>((resolve, reject) => {
+        destination.on("close", resolve);
+        destination.on("error", reject);
+        destination.end();
+      });
+      const lines = readFileSync(file, "utf8").trimEnd().split("\n");
+      assert.equal(lines.length, count);
+      lines.forEach((line, i) => {
+        const parsed = JSON.parse(line) as { i: number; text: string; service: string };
+        assert.equal(parsed.i, i);
+        assert.equal(parsed.text, "grüße € 😀 ".repeat(i % 7));
+        assert.equal(parsed.service, "testing");
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it("writes a lone line without waiting for more", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "trellis-log-"));
+    const destination = createLogDestination(join(dir, "quiet.log"));
+    try {
+      createLogger({ service: "testing", destination }).info("only line");
+      // Short of a batch, the line goes out on the periodic flush.
+      let text = "";
+      for (let i = 0; i < 40 && !text.includes("only line"); i++) {
+        await new Promise((resolve) => setTimeout(resolve, logFlushIntervalMs / 2));
+        text = readFileSync(join(dir, "quiet.log"), "utf8");
+      }
+      assert.match(text, /"msg":"only line"/);
+    } finally {
+      destination.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("writes the lines still buffered when the process exits", () => {
+    const dir = mkdtempSync(join(tmpdir(), "trellis-log-"));
+    try {
+      const file = join(dir, "exit.log");
+      const script = [
+        `import { createLogDestination, createLogger } from ${JSON.stringify(new URL("../src/logger.ts", import.meta.url).href)};`,
+        `const logger = createLogger({ service: "testing", destination: createLogDestination(${JSON.stringify(file)}) });`,
+        `for (let i = 0; i < 3; i++) logger.info({ i }, "before exit");`,
+        "process.exit(0);",
+      ].join("\n");
+      execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script]);
+      const lines = readFileSync(file, "utf8").trimEnd().split("\n");
+      assert.deepEqual(
+        lines.map((line) => (JSON.parse(line) as { i: number }).i),
+        [0, 1, 2],
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
