@@ -127,7 +127,13 @@ async function main() {
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
 
-  await supervisor.ready(`http://127.0.0.1:${gatewayPort + 1000}/readyz`, 120_000);
+  // "Up" means every service answers, not only the gateway: its readiness does not wait for them,
+  // and a service still migrating would answer the first calls with unavailable.
+  await Promise.all(
+    [...services.map((s) => s.port), gatewayPort].map((port) =>
+      supervisor.ready(`http://127.0.0.1:${port + 1000}/readyz`, 120_000),
+    ),
+  );
   const gw = `http://127.0.0.1:${gatewayPort}`;
   process.stdout.write(
     [
