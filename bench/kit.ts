@@ -1,33 +1,28 @@
 // Kit benchmark (issue 2): unary Echo through the kit (logging, metrics, tracing, access and
 // validation on) against a bare node:http2 server answering a pre-encoded gRPC frame and against a
-// bare @grpc/grpc-js server, all in this process, loaded one after another by h2load.
+// bare @grpc/grpc-js server, each in a process of its own (bench/lib-kit-servers.ts), loaded in
+// turn by h2load.
+import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import { createServer, type Http2Server } from "node:http2";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { EchoRequestSchema } from "@trellis/gen/trellis/testing/v1/testing_pb.js";
+import type { KitServerName } from "./lib-kit-servers.js";
 import {
-  EchoRequestSchema,
-  EchoResponseSchema,
-  file_trellis_testing_v1_testing,
-  TestService,
-} from "@trellis/gen/trellis/testing/v1/testing_pb.js";
-import { createAccessInterceptor } from "@trellis/kit/access.js";
-import { createLogDestination, createLogger } from "@trellis/kit/logger.js";
-import { startService } from "@trellis/kit/server.js";
-import { type ServiceDefinition, startServiceInstance } from "@trellis/kit/service.js";
-import { createValidationInterceptor } from "@trellis/kit/validation.js";
-import { Registry } from "prom-client";
-import { grpcFrame, h2load, type LoadOptions, type LoadResult, writeResults } from "./lib-load.js";
+  grpcFrame,
+  h2load,
+  type LoadOptions,
+  type LoadResult,
+  processCpu,
+  writeResults,
+} from "./lib-load.js";
 
 // Requests per burst; every server is first warmed up with twice as many.
 const requests = Number(process.env.BENCH_REQUESTS ?? 10_000);
 const warmup = 2 * requests;
 const path = "/trellis.testing.v1.TestService/Echo";
 const request = create(EchoRequestSchema, { text: "hello trellis", repeat: 1, tags: ["a", "b"] });
-const response = toBinary(EchoResponseSchema, create(EchoResponseSchema, { text: "hello trellis" }));
 const bodyFile = join(tmpdir(), `trellis-bench-echo-${process.pid}.bin`);
 writeFileSync(bodyFile, grpcFrame(toBinary(EchoRequestSchema, request)));
 const load: LoadOptions = {
@@ -38,133 +33,59 @@ const load: LoadOptions = {
   bodyFile,
 };
 
-const echo = (text: string, repeat: number) => ({ text: text.repeat(Math.max(1, repeat)) });
-
-async function bareHttp2(): Promise<{ port: number; close: () => Promise<void> }> {
-  const frame = grpcFrame(response);
-  const server: Http2Server = createServer();
-  server.on("stream", (stream) => {
-    stream.on("data", () => {});
-    stream.on("end", () => {
-      stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
-      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(frame);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () => new Promise((r) => server.close(() => r())),
-  };
-}
-
-async function bareGrpcJs(): Promise<{ port: number; close: () => Promise<void> }> {
-  const server = new grpc.Server();
-  server.addService(
-    {
-      Echo: {
-        path,
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (m: ReturnType<typeof create<typeof EchoRequestSchema>>) =>
-          Buffer.from(toBinary(EchoRequestSchema, m)),
-        requestDeserialize: (b: Buffer) => fromBinary(EchoRequestSchema, b),
-        responseSerialize: (m: ReturnType<typeof create<typeof EchoResponseSchema>>) =>
-          Buffer.from(toBinary(EchoResponseSchema, m)),
-        responseDeserialize: (b: Buffer) => fromBinary(EchoResponseSchema, b),
-      },
-    },
-    {
-      Echo: (
-        call: grpc.ServerUnaryCall<{ text: string; repeat: number }, unknown>,
-        cb: grpc.sendUnaryData<unknown>,
-      ) => cb(null, create(EchoResponseSchema, echo(call.request.text, call.request.repeat))),
-    },
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  return { port, close: () => new Promise((r) => server.tryShutdown(() => r())) };
-}
-
-const definition: ServiceDefinition = {
-  name: "bench",
-  defaultPort: 0,
-  files: [file_trellis_testing_v1_testing],
-  async create() {
-    return {
-      routes: (router) =>
-        router.service(TestService, {
-          echo: (req) => echo(req.text, req.repeat),
-        }),
-    };
-  },
-};
-
-// The whole kit as a service gets it: tracing, metrics, logging (info, to /dev/null), access, validation.
-async function kitFull(logLevel = "info") {
-  const instance = await startServiceInstance(
-    definition,
-    { HOST: "127.0.0.1", PORT: "0", ADMIN_PORT: "0", LOG_LEVEL: logLevel },
-    { logDestination: createLogDestination("/dev/null") },
-  );
-  return { port: instance.port, close: () => instance.close() };
-}
-
-// The kit's server with access and validation only: the telemetry's cost is the difference.
-async function kitNoTelemetry() {
-  const logger = createLogger({ service: "bench", level: "silent" });
-  const running = await startService({
-    name: "bench",
-    host: "127.0.0.1",
-    port: 0,
-    routes: (router) => router.service(TestService, { echo: (req) => echo(req.text, req.repeat) }),
-    files: [file_trellis_testing_v1_testing],
-    interceptors: [
-      createAccessInterceptor({
-        verifier: {
-          verify: () => Promise.reject(new Error("no tokens in this benchmark")),
-        },
-      }),
-      createValidationInterceptor(),
-    ],
-    logger,
-    metrics: new Registry(),
-  });
-  return { port: running.port, close: () => running.close() };
-}
-
-// All five servers run at once (idle ones cost nothing) and are warmed up first; then short bursts
-// of load go to each in turn, in an order rotated from round to round. Each ratio is taken within
-// a round, whose bursts ran within seconds of each other on this shared, noisy machine, and the
-// median of the rounds' ratios is reported.
+// Every server runs at once, each in its own process (idle ones cost nothing), and is warmed up
+// first; then short bursts of load go to each in turn, in an order rotated from round to round.
+// Each ratio is taken within a round, whose bursts ran within seconds of each other on this shared,
+// noisy machine, and the median of the rounds' ratios is reported.
 const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 15));
-const configs = {
-  bareHttp2: ["bare http2", bareHttp2],
-  bareGrpcJs: ["bare grpc-js", bareGrpcJs],
-  kitNoTelemetry: ["kit, no telemetry", kitNoTelemetry],
-  kit: ["kit", () => kitFull()],
-  // The same with LOG_LEVEL=warn: tracing and metrics on, no per-RPC log line (its share of the cost).
-  kitNoLogLine: ["kit, no log line", () => kitFull("warn")],
-} as const;
-type ConfigName = keyof typeof configs;
+const configs: Record<KitServerName, string> = {
+  bareHttp2: "bare http2",
+  bareGrpcJs: "bare grpc-js",
+  kitNoTelemetry: "kit, no telemetry",
+  kitNoTelemetryWithContext: "kit, no telemetry, context on",
+  kit: "kit",
+  kitNoLogLine: "kit, no log line",
+};
+type ConfigName = KitServerName;
 const names = Object.keys(configs) as ConfigName[];
-const servers = {} as Record<ConfigName, { port: number; close: () => Promise<void> }>;
-for (const key of names) servers[key] = await configs[key][1]();
 
-async function burst(key: ConfigName, requests: number): Promise<LoadResult> {
-  const result = await h2load(`http://127.0.0.1:${servers[key].port}${path}`, { ...load, requests });
-  if (result.failed > 0 || result.succeeded !== result.requests) {
-    throw new Error(`${configs[key][0]}: ${result.failed} failed of ${result.requests}`);
-  }
-  return result;
+/** Starts a configuration's server process and resolves with its port once it listens. */
+function startServer(name: ConfigName): Promise<{ child: ChildProcess; port: number }> {
+  const script = new URL("./lib-kit-servers.ts", import.meta.url).pathname;
+  const child = spawn(process.execPath, ["--import", "tsx", script, name], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    let out = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const port = /port (\d+)/.exec(out)?.[1];
+      if (port) resolve({ child, port: Number(port) });
+    });
+    child.once("exit", (code) => reject(new Error(`${name}'s server exited (${code}) before listening`)));
+  });
 }
 
-const runs = Object.fromEntries(names.map((k) => [k, [] as LoadResult[]])) as Record<
+const servers = {} as Record<ConfigName, { child: ChildProcess; port: number }>;
+for (const key of names) servers[key] = await startServer(key);
+
+/** A burst's h2load result and the CPU the server's process (all its threads) spent per call. */
+type BurstResult = LoadResult & { cpuUsPerCall: number };
+
+async function burst(key: ConfigName, requests: number): Promise<BurstResult> {
+  const pid = servers[key].child.pid;
+  const before = processCpu({ server: pid }).server as number;
+  const result = await h2load(`http://127.0.0.1:${servers[key].port}${path}`, { ...load, requests });
+  const seconds = (processCpu({ server: pid }).server as number) - before;
+  if (result.failed > 0 || result.succeeded !== result.requests) {
+    throw new Error(`${configs[key]}: ${result.failed} failed of ${result.requests}`);
+  }
+  return { ...result, cpuUsPerCall: Math.round((seconds / requests) * 1e7) / 10 };
+}
+
+const runs = Object.fromEntries(names.map((k) => [k, [] as BurstResult[]])) as Record<
   ConfigName,
-  LoadResult[]
+  BurstResult[]
 >;
 try {
   for (const key of names) await burst(key, warmup);
@@ -174,19 +95,22 @@ try {
       const key = names[(i + round) % names.length] as ConfigName;
       const result = await burst(key, requests);
       runs[key].push(result);
-      line.push(`${configs[key][0]} ${result.rps.toFixed(0)}`);
+      line.push(`${configs[key]} ${result.rps.toFixed(0)}`);
     }
     console.log(`round ${round + 1} of ${rounds}: ${line.join(", ")} req/s`);
   }
 } finally {
-  for (const key of names) await servers[key].close();
+  for (const key of names) servers[key].child.kill("SIGTERM");
 }
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;
 const perRound = (f: (r: Record<ConfigName, number>) => number) =>
   Array.from({ length: rounds }, (_, i) =>
     f(
-      Object.fromEntries(names.map((k) => [k, (runs[k][i] as LoadResult).rps])) as Record<ConfigName, number>,
+      Object.fromEntries(names.map((k) => [k, (runs[k][i] as BurstResult).rps])) as Record<
+        ConfigName,
+        number
+      >,
     ),
   );
 const roundRatios = {
@@ -195,13 +119,19 @@ const roundRatios = {
   telemetryCost: perRound((r) => 1 - r.kit / r.kitNoTelemetry),
   // For reference: the cost of tracing and metrics alone, without the log line.
   tracingAndMetricsCost: perRound((r) => 1 - r.kitNoLogLine / r.kitNoTelemetry),
+  // And of AsyncLocalStorage alone (the context propagation tracing needs), with no telemetry at all.
+  contextCost: perRound((r) => 1 - r.kitNoTelemetryWithContext / r.kitNoTelemetry),
 };
 const ratios = Object.fromEntries(Object.entries(roundRatios).map(([k, v]) => [k, median(v)])) as Record<
   keyof typeof roundRatios,
   number
 >;
 const medianRps = Object.fromEntries(names.map((k) => [k, Math.round(median(runs[k].map((r) => r.rps)))]));
-console.log(`median req/s: ${names.map((k) => `${configs[k][0]} ${medianRps[k]}`).join(", ")}`);
+console.log(`median req/s: ${names.map((k) => `${configs[k]} ${medianRps[k]}`).join(", ")}`);
+const medianCpu = Object.fromEntries(names.map((k) => [k, median(runs[k].map((r) => r.cpuUsPerCall))]));
+console.log(
+  `median CPU µs per call (each server's process, all threads, with the kernel's loopback work it was charged): ${names.map((k) => `${configs[k]} ${medianCpu[k]}`).join(", ")}`,
+);
 const spread = (values: number[], percent = false) =>
   values.map((v) => (percent ? `${(v * 100).toFixed(0)}%` : v.toFixed(2))).join(" ");
 const targets = { kitVsBareHttp2: ">= 0.6", kitVsGrpcJs: ">= 1.2", telemetryCost: "<= 0.10" };
@@ -217,6 +147,9 @@ console.log(
 console.log(
   `  of which tracing and metrics (no log line) ${(ratios.tracingAndMetricsCost * 100).toFixed(1)}% (rounds ${spread(roundRatios.tracingAndMetricsCost, true)})`,
 );
+console.log(
+  `  context propagation alone (no telemetry) ${(ratios.contextCost * 100).toFixed(1)}% (rounds ${spread(roundRatios.contextCost, true)})`,
+);
 const file = await writeResults("kit", {
   when: new Date().toISOString(),
   inputs: {
@@ -229,6 +162,7 @@ const file = await writeResults("kit", {
     rounds,
   },
   medianRps,
+  medianCpu,
   runs,
   roundRatios,
   ratios,
