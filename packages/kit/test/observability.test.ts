@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type ServerHttp2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -164,26 +164,33 @@ describe("createLogDestination", () => {
     }
   });
 
-  it("writes the lines still buffered when the process exits", () => {
-    const dir = mkdtempSync(join(tmpdir(), "trellis-log-"));
-    try {
-      const file = join(dir, "exit.log");
-      const script = [
-        `import { createLogDestination, createLogger } from ${JSON.stringify(new URL("../src/logger.ts", import.meta.url).href)};`,
-        `const logger = createLogger({ service: "testing", destination: createLogDestination(${JSON.stringify(file)}) });`,
-        `for (let i = 0; i < 3; i++) logger.info({ i }, "before exit");`,
-        "process.exit(0);",
-      ].join("\n");
-      execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script]);
-      const lines = readFileSync(file, "utf8").trimEnd().split("\n");
-      assert.deepEqual(
-        lines.map((line) => (JSON.parse(line) as { i: number }).i),
-        [0, 1, 2],
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  for (const [how, ending] of [
+    ["exits", "process.exit(0);"],
+    ["dies of an uncaught exception", 'setTimeout(() => { throw new Error("boom"); }, 10);'],
+  ] as const) {
+    it(`writes the lines still buffered when the process ${how}`, () => {
+      const dir = mkdtempSync(join(tmpdir(), "trellis-log-"));
+      try {
+        const file = join(dir, "exit.log");
+        const script = [
+          `import { createLogDestination, createLogger } from ${JSON.stringify(new URL("../src/logger.ts", import.meta.url).href)};`,
+          `const logger = createLogger({ service: "testing", destination: createLogDestination(${JSON.stringify(file)}) });`,
+          `for (let i = 0; i < 3; i++) logger.info({ i }, "before the end");`,
+          ending,
+        ].join("\n");
+        spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+          stdio: "ignore",
+        });
+        const lines = readFileSync(file, "utf8").trimEnd().split("\n");
+        assert.deepEqual(
+          lines.map((line) => (JSON.parse(line) as { i: number }).i),
+          [0, 1, 2],
+        );
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 describe("trace carriers", () => {
