@@ -70,13 +70,19 @@ export function createHttpSelect(
   };
   // One POST: path carries the settings (and, for an insert, the INSERT statement), body the rest.
   // A reused socket reset before any answer (the server closed it while idle) rejects with
-  // ReusedSocketReset: a SELECT is then sent once more, on a new socket. An insert is not: its
-  // caller (the ingest consumer) retries by redelivery, which first drops the ids already stored.
-  const post = (path: string, body: Uint8Array) =>
+  // ReusedSocketReset: a SELECT is then sent once more, on a connection of its own (the agent's
+  // other idle sockets may be just as dead: the server closes them all alike). An insert is not:
+  // its caller (the ingest consumer) retries by redelivery, which first drops the ids already stored.
+  const post = (path: string, body: Uint8Array, pooled = true) =>
     new Promise<string>((resolve, reject) => {
       let answered = false;
       const req = request(
-        { ...options, path, headers: { ...headers, "content-length": String(body.byteLength) } },
+        {
+          ...options,
+          path,
+          headers: { ...headers, "content-length": String(body.byteLength) },
+          ...(pooled ? {} : { agent: false }),
+        },
         (res: IncomingMessage) => {
           answered = true;
           const chunks: Buffer[] = [];
@@ -103,7 +109,7 @@ export function createHttpSelect(
       const body = Buffer.from(`${statement}\nFORMAT JSONEachRow`);
       return post(options.path, body).catch((error: unknown) => {
         if (!(error instanceof ReusedSocketReset)) throw error;
-        return post(options.path, body);
+        return post(options.path, body, false);
       });
     },
     async insert(table, rows) {

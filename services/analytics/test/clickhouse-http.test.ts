@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, describe, test } from "node:test";
 import { ClickHouseHttpError, createHttpSelect, ReusedSocketReset } from "../src/clickhouse-http.ts";
 
@@ -36,7 +38,7 @@ describe("ClickHouse HTTP read path", () => {
     );
   });
 
-  test("a kept-alive socket the server closed while the event loop was busy: a SELECT is sent again, an insert rejects as a reset", async () => {
+  test("kept-alive sockets the server closed while the event loop was busy: a SELECT is sent again, an insert rejects as a reset", async () => {
     // ClickHouse closes a connection idle for keep_alive_timeout (3 s here; the test reads it).
     const s = open(SERVER_URL);
     const rows = await s
@@ -49,13 +51,50 @@ describe("ClickHouse HTTP read path", () => {
       const until = Date.now() + idleSeconds * 1000 + 400;
       while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
     };
+    // Several calls at once leave several idle sockets, all closed by the server alike: the retry
+    // must not land on another of them.
+    const parallel = () => Promise.all([1, 2, 3].map((n) => s.select(`SELECT ${n} AS v, sleep(0.05)`)));
+    await parallel();
     blockPastIdle();
     assert.equal(JSON.parse(await s.select("SELECT 41 + 1 AS v")).v, 42);
+    await parallel();
+    blockPastIdle();
+    assert.deepEqual(
+      (await parallel()).map((text) => (JSON.parse(text) as { v: number }).v),
+      [1, 2, 3],
+    );
+    await s.select("SELECT 1");
     blockPastIdle();
     await assert.rejects(
       s.insert("system.one", new TextEncoder().encode('{"dummy":1}\n')),
       (e: unknown) => e instanceof ReusedSocketReset && e.code === "ECONNRESET",
     );
+  });
+
+  // A unit test with a stand-in HTTP server (not ClickHouse): it resets each connection right after
+  // answering, so the race the real-server test above leaves to timing happens every time.
+  test("a SELECT retried after a reset never lands on another dead pooled socket", async () => {
+    let answered = 0;
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        answered++;
+        res.writeHead(200, { "content-type": "text/plain", "keep-alive": "timeout=30" });
+        res.end(`{"v":${answered}}\n`);
+        res.on("finish", () => setTimeout(() => req.socket.resetAndDestroy(), 20));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const s = open(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      // Three pooled sockets, all reset while the thread is busy, before their errors are read.
+      await Promise.all([1, 2, 3].map(() => s.select("SELECT 1")));
+      const until = Date.now() + 300;
+      while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      assert.equal((JSON.parse(await s.select("SELECT 2")) as { v: number }).v, 4);
+    } finally {
+      server.close();
+    }
   });
 
   test("an unreachable server rejects with the socket's error code", async () => {
