@@ -21,7 +21,7 @@ export class ClickHouseHttpError extends Error {
   }
 }
 
-/** A kept-alive socket reset when reused, before any answer: the server had most likely closed it idle. */
+/** A kept-alive socket reset (or found closed, EPIPE) when reused, before any answer: the server had most likely closed it idle. */
 export class ReusedSocketReset extends Error {
   override name = "ReusedSocketReset";
   readonly code = "ECONNRESET";
@@ -99,7 +99,8 @@ export function createHttpSelect(
         req.destroy(Object.assign(new Error("ClickHouse query timed out"), { code: "ETIMEDOUT" }));
       });
       req.on("error", (error: NodeJS.ErrnoException) => {
-        const stale = req.reusedSocket && error.code === "ECONNRESET" && !answered;
+        const closed = error.code === "ECONNRESET" || error.code === "EPIPE";
+        const stale = req.reusedSocket && closed && !answered;
         reject(stale ? new ReusedSocketReset(error) : error);
       });
       req.end(body);
