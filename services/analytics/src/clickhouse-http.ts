@@ -66,7 +66,6 @@ export function createHttpSelect(
     method: "POST",
     path: `/?${params}`,
     agent,
-    timeout: timeoutMs,
   };
   // One POST: path carries the settings (and, for an insert, the INSERT statement), body the rest.
   // A reused socket reset before any answer (the server closed it while idle) rejects with
@@ -95,7 +94,10 @@ export function createHttpSelect(
           });
         },
       );
-      req.on("timeout", () => {
+      // Set on the request, not in its options: node's agent leaves a reused socket's idle timeout
+      // as it kept it free (the server's hint less a second, 2 s for ClickHouse) when the request's
+      // timeout option equals its own, and then a query silent for 2 s (wait_end_of_query) failed.
+      req.setTimeout(timeoutMs, () => {
         req.destroy(Object.assign(new Error("ClickHouse query timed out"), { code: "ETIMEDOUT" }));
       });
       req.on("error", (error: NodeJS.ErrnoException) => {

@@ -97,6 +97,22 @@ describe("ClickHouse HTTP read path", () => {
     }
   });
 
+  test("a query on a reused socket may take longer than the socket was kept idle for", async () => {
+    // The agent keeps an idle socket for the server's Keep-Alive hint less a second (2 s here); a
+    // query answered only at its end (wait_end_of_query) is silent for as long as it runs.
+    const s = open(SERVER_URL);
+    await s.select("SELECT 1");
+    const text = await s.select("SELECT sleep(2.5) AS slept, 7 AS v");
+    assert.equal((JSON.parse(text) as { v: number }).v, 7);
+    // The request's own timeout still holds on a reused socket.
+    const short = open(SERVER_URL, 1000);
+    await short.select("SELECT 1");
+    await assert.rejects(
+      short.select("SELECT sleep(2.5)"),
+      (e: unknown) => (e as { code?: string }).code === "ETIMEDOUT",
+    );
+  });
+
   test("an unreachable server rejects with the socket's error code", async () => {
     await assert.rejects(open("http://127.0.0.1:1").select("SELECT 1"), (e: unknown) => {
       return (e as { code?: string }).code === "ECONNREFUSED";
