@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { EchoRequestSchema } from "@trellis/gen/trellis/testing/v1/testing_pb.js";
-import type { KitServerName } from "./lib-kit-servers.js";
+import { type KitServerName, echoPath as path } from "./lib-kit-servers.js";
 import {
   grpcFrame,
   h2load,
@@ -21,7 +21,6 @@ import {
 // Requests per burst; every server is first warmed up with twice as many.
 const requests = Number(process.env.BENCH_REQUESTS ?? 10_000);
 const warmup = 2 * requests;
-const path = "/trellis.testing.v1.TestService/Echo";
 const request = create(EchoRequestSchema, { text: "hello trellis", repeat: 1, tags: ["a", "b"] });
 const bodyFile = join(tmpdir(), `trellis-bench-echo-${process.pid}.bin`);
 writeFileSync(bodyFile, grpcFrame(toBinary(EchoRequestSchema, request)));
@@ -66,16 +65,16 @@ function startServer(name: ConfigName): Promise<{ child: ChildProcess; port: num
   });
 }
 
-const servers = {} as Record<ConfigName, { child: ChildProcess; port: number }>;
-for (const key of names) servers[key] = await startServer(key);
+const servers: Partial<Record<ConfigName, { child: ChildProcess; port: number }>> = {};
 
 /** A burst's h2load result and the CPU the server's process (all its threads) spent per call. */
 type BurstResult = LoadResult & { cpuUsPerCall: number };
 
 async function burst(key: ConfigName, requests: number): Promise<BurstResult> {
-  const pid = servers[key].child.pid;
+  const server = servers[key] as { child: ChildProcess; port: number };
+  const pid = server.child.pid;
   const before = processCpu({ server: pid }).server as number;
-  const result = await h2load(`http://127.0.0.1:${servers[key].port}${path}`, { ...load, requests });
+  const result = await h2load(`http://127.0.0.1:${server.port}${path}`, { ...load, requests });
   const seconds = (processCpu({ server: pid }).server as number) - before;
   if (result.failed > 0 || result.succeeded !== result.requests) {
     throw new Error(`${configs[key]}: ${result.failed} failed of ${result.requests}`);
@@ -88,6 +87,7 @@ const runs = Object.fromEntries(names.map((k) => [k, [] as BurstResult[]])) as R
   BurstResult[]
 >;
 try {
+  for (const key of names) servers[key] = await startServer(key);
   for (const key of names) await burst(key, warmup);
   for (let round = 0; round < rounds; round++) {
     const line: string[] = [];
@@ -100,7 +100,7 @@ try {
     console.log(`round ${round + 1} of ${rounds}: ${line.join(", ")} req/s`);
   }
 } finally {
-  for (const key of names) servers[key].child.kill("SIGTERM");
+  for (const key of names) servers[key]?.child.kill("SIGTERM");
 }
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] as number;

@@ -24,9 +24,8 @@ import { createValidationInterceptor } from "@trellis/kit/validation.js";
 import { Registry } from "prom-client";
 import { grpcFrame } from "./lib-load.js";
 
-/** The Echo method's path. */
+/** The path of the method every configuration serves. */
 export const echoPath = "/trellis.testing.v1.TestService/Echo";
-const path = echoPath;
 const response = toBinary(EchoResponseSchema, create(EchoResponseSchema, { text: "hello trellis" }));
 
 const echo = (text: string, repeat: number) => ({ text: text.repeat(Math.max(1, repeat)) });
@@ -54,7 +53,7 @@ async function bareGrpcJs(): Promise<{ port: number; close: () => Promise<void> 
   server.addService(
     {
       Echo: {
-        path,
+        path: echoPath,
         requestStream: false,
         responseStream: false,
         requestSerialize: (m: ReturnType<typeof create<typeof EchoRequestSchema>>) =>
