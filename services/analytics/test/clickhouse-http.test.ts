@@ -6,6 +6,12 @@ import { ClickHouseHttpError, createHttpSelect, ReusedSocketReset } from "../src
 
 const SERVER_URL = process.env.TEST_CLICKHOUSE_URL ?? "http://127.0.0.1:8123";
 
+/** Keeps the thread busy for ms: sockets' events (a server's FIN or RST) stay unread meanwhile. */
+function blockThread(ms: number): void {
+  const until = Date.now() + ms;
+  while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+}
+
 describe("ClickHouse HTTP read path", () => {
   const opened: { close(): void }[] = [];
   const open = (url: string, timeoutMs = 10_000) => {
@@ -47,10 +53,7 @@ describe("ClickHouse HTTP read path", () => {
     const idleSeconds = Number(rows ? JSON.parse(rows).v : 3) || 3;
     // Blocking the thread past the server's idle timeout leaves its FIN unread: the next request
     // reuses the dead socket, as a busy service would.
-    const blockPastIdle = () => {
-      const until = Date.now() + idleSeconds * 1000 + 400;
-      while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
-    };
+    const blockPastIdle = () => blockThread(idleSeconds * 1000 + 400);
     // Several calls at once leave several idle sockets, all closed by the server alike: the retry
     // must not land on another of them.
     const parallel = () => Promise.all([1, 2, 3].map((n) => s.select(`SELECT ${n} AS v, sleep(0.05)`)));
@@ -89,8 +92,7 @@ describe("ClickHouse HTTP read path", () => {
       const s = open(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
       // Three pooled sockets, all reset while the thread is busy, before their errors are read.
       await Promise.all([1, 2, 3].map(() => s.select("SELECT 1")));
-      const until = Date.now() + 300;
-      while (Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      blockThread(300);
       assert.equal((JSON.parse(await s.select("SELECT 2")) as { v: number }).v, 4);
     } finally {
       server.close();
