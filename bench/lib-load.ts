@@ -30,10 +30,10 @@ export async function h2load(url: string, o: LoadOptions): Promise<LoadResult> {
   const args = ["-n", String(o.requests), "-c", String(o.clients), "-m", String(o.streams), "-t", "1"];
   for (const [k, v] of Object.entries(o.headers)) args.push("-H", `${k}: ${v}`);
   args.push("-d", o.bodyFile, url);
+  // BENCH_LOAD_CPU=n pins h2load to CPU n.
   const pin = process.env.BENCH_LOAD_CPU;
-  const { stdout } = pin
-    ? await run("taskset", ["-c", pin, "h2load", ...args], { maxBuffer: 1 << 24 })
-    : await run("h2load", args, { maxBuffer: 1 << 24 });
+  const [command, ...prefix] = pin ? ["taskset", "-c", pin, "h2load"] : ["h2load"];
+  const { stdout } = await run(command as string, [...prefix, ...args], { maxBuffer: 1 << 24 });
   const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(stdout)?.[1]);
   const counts = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
   const latency =

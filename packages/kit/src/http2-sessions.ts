@@ -1,7 +1,6 @@
-import type { ClientHttp2Session, ClientHttp2Stream, SecureClientSessionOptions } from "node:http2";
+import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
 import { Http2SessionManager } from "@connectrpc/connect-node";
 
-type PingOptions = ConstructorParameters<typeof Http2SessionManager>[1];
 type RequestArgs = Parameters<Http2SessionManager["request"]>;
 
 /**
@@ -15,10 +14,6 @@ type RequestArgs = Parameters<Http2SessionManager["request"]>;
  */
 export class GuardedHttp2SessionManager extends Http2SessionManager {
   readonly #guarded = new WeakSet<ClientHttp2Session>();
-
-  constructor(url: string | URL, pingOptions?: PingOptions, sessionOptions?: SecureClientSessionOptions) {
-    super(url, pingOptions, sessionOptions);
-  }
 
   override async request(...args: RequestArgs): Promise<ClientHttp2Stream> {
     const stream = await super.request(...args);
